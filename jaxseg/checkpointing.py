@@ -1,0 +1,120 @@
+"""Orbax checkpoints of a workdir: the latest (to resume) and the best (by validation Dice).
+
+Layout of a workdir:
+  config.json            the config of the run (written once; checked on restart)
+  checkpoints/<step>/    state (params, optimiser state, step) + validation summary
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = 'config.json'
+BEST_METRIC = 'dice'  # mean validation Dice at the last refinement iteration
+
+
+class CheckpointError(Exception):
+  """A checkpoint that cannot be used; the message is one line for the user."""
+
+
+def _best_metric(metrics: dict[str, float]) -> float:
+  return metrics[BEST_METRIC]
+
+
+class Checkpointer:
+  """Keeps the latest and the best checkpoint under `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str, read_only: bool = False):
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(n=1),
+        ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=False, n=1),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, best_fn=_best_metric, best_mode='max',
+        create=not read_only, read_only=read_only)
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self._manager.best_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, summary: dict) -> None:
+    """Saves state with its validation summary; `summary[BEST_METRIC]` ranks it."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), summary=ocp.args.JsonSave(summary)),
+        metrics={BEST_METRIC: float(summary[BEST_METRIC])})
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    """(state, validation summary) of `step`; `abstract_state` gives structure, shapes
+    and shardings (without it optax states would come back as plain dicts)."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), summary=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as error:
+      first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+      raise CheckpointError(f'checkpoint {self.directory}/{step} does not fit this model '
+                            f'({first_line[:200]})') from error
+    return restored.state, restored.summary
+
+  def summary(self, step: int) -> dict:
+    return self._manager.restore(step, args=ocp.args.Composite(
+        summary=ocp.args.JsonRestore())).summary
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
+    f.write(config.to_json(indent=2, sort_keys=True))
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+# Config sections that decide the shapes of the saved state; a restart may change the
+# rest (more steps, another learning rate) but not these.
+_ARCHITECTURE_KEYS = ('model', 'data.image_size')
+
+
+def _get(config: dict, dotted: str):
+  for key in dotted.split('.'):
+    config = config.get(key, {}) if isinstance(config, dict) else None
+  return config
+
+
+def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises CheckpointError when the workdir was trained with another model config."""
+  saved = json.loads(read_config(workdir).to_json())
+  current = json.loads(config.to_json())
+  for key in _ARCHITECTURE_KEYS:
+    if _get(saved, key) != _get(current, key):
+      differences = _diff(_get(saved, key), _get(current, key), key)
+      raise CheckpointError(
+          f'workdir {workdir} holds a checkpoint of a different model ({differences}); '
+          'use a new --workdir, or the config it was trained with')
+
+
+def _diff(saved, current, prefix: str) -> str:
+  if isinstance(saved, dict) and isinstance(current, dict):
+    for key in sorted(set(saved) | set(current)):
+      if saved.get(key) != current.get(key):
+        return _diff(saved.get(key), current.get(key), f'{prefix}.{key}')
+  return f'{prefix}: saved {saved!r}, now {current!r}'

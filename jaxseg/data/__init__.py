@@ -1,0 +1,74 @@
+"""Data sets and batch streams.
+
+A `SegmentationData` holds one split in memory: images (N, *spatial, C) z-scored per
+channel, label maps (N, *spatial), and the regions that are trained and scored.
+Training batches come from a grain `MapDataset` indexed by step, so the batch of a
+step is a pure function of (seed, step): a resumed run sees the same stream.
+"""
+
+import dataclasses
+from typing import Iterator
+
+import grain
+import ml_collections
+import numpy as np
+
+from jaxseg.data import synthetic
+from jaxseg.data.regions import BRATS_2023_REGIONS, Region, region_masks
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationData:
+  images: np.ndarray          # (N, *spatial, C) float32
+  labels: np.ndarray          # (N, *spatial) uint8 label map
+  case_ids: tuple[str, ...]
+  spacing: tuple[float, ...]  # mm per voxel along each spatial axis
+  regions: tuple[Region, ...]
+  channels: tuple[str, ...]
+
+  def __len__(self):
+    return len(self.case_ids)
+
+  @property
+  def spatial_shape(self) -> tuple[int, ...]:
+    return self.images.shape[1:-1]
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> SegmentationData:
+  """The `split` ('train' or 'val') of the data set described by `config.data`."""
+  if data_config.root:
+    raise ValueError(f'data.root: loading data from {data_config.root!r} is not supported yet; '
+                     'leave data.root unset to use the embedded synthetic data')
+  num_cases = {'train': data_config.num_train_cases, 'val': data_config.num_val_cases}[split]
+  shape = tuple(data_config.image_size)
+  if len(shape) not in (2, 3) or min(shape) < 8:
+    raise ValueError(f'data.image_size: need 2 or 3 sizes of at least 8, got {shape}')
+  if num_cases < 1:
+    raise ValueError(f'data.num_{split}_cases must be at least 1, got {num_cases}')
+  images, labels, case_ids = synthetic.synthetic_split(shape, data_config.seed, split, num_cases)
+  return SegmentationData(images, labels, tuple(case_ids), (1.0,) * len(shape),
+                          BRATS_2023_REGIONS, synthetic.CHANNELS)
+
+
+def _to_batch(data: SegmentationData, indices) -> dict[str, np.ndarray]:
+  indices = np.asarray(indices)
+  return {'image': data.images[indices],
+          'target': region_masks(data.labels[indices], data.regions).astype(np.float32)}
+
+
+def train_batches(data: SegmentationData, batch_size: int, seed: int) -> grain.MapDataset:
+  """Endless shuffled batches; element `step` is the batch of that training step.
+
+  Every epoch is reshuffled; batches run across epoch boundaries.
+  """
+  return (grain.MapDataset.range(len(data)).seed(seed).shuffle().repeat(None)
+          .batch(batch_size).map(lambda indices: _to_batch(data, indices)))
+
+
+def eval_batches(data: SegmentationData, batch_size: int) -> Iterator[tuple[dict, int]]:
+  """Batches in case order, each padded to `batch_size` so that one compiled step
+  serves all; yields (batch, number of real cases in it)."""
+  for start in range(0, len(data), batch_size):
+    indices = np.arange(start, min(start + batch_size, len(data)))
+    padded = np.concatenate([indices, np.full(batch_size - len(indices), indices[-1])])
+    yield _to_batch(data, padded), len(indices)

@@ -1,0 +1,42 @@
+"""Segmentation models, chosen by name from `config.model`."""
+
+import jax.numpy as jnp
+import ml_collections
+
+from jaxseg.models.convlstm import ConvLSTMCell
+from jaxseg.models.lstm_unet import LSTMUNet
+from jaxseg.models.unet import UNet, UNetBody
+
+MODELS = ('unet', 'lstm_unet')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def _dtype(key: str, name: str):
+  if name not in DTYPES:
+    raise ValueError(f'model.{key}: unknown dtype {name!r}; choose one of {sorted(DTYPES)}')
+  return DTYPES[name]
+
+
+def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
+  """The flax module described by `config.model`, predicting `num_outputs` channels."""
+  common = dict(
+      features=tuple(model_config.features),
+      num_outputs=num_outputs,
+      norm=model_config.norm,
+      activation=model_config.activation,
+      upsampling=model_config.upsampling,
+      deep_supervision=model_config.deep_supervision,
+      dtype=_dtype('dtype', model_config.dtype),
+      param_dtype=_dtype('param_dtype', model_config.param_dtype),
+  )
+  if len(common['features']) < 2:
+    raise ValueError(f'model.features: need at least 2 levels, got {common["features"]}')
+  if model_config.name == 'unet':
+    return UNet(**common)
+  if model_config.name == 'lstm_unet':
+    return LSTMUNet(num_iterations=model_config.num_iterations,
+                    lstm_at=tuple(model_config.lstm_at), remat=model_config.remat, **common)
+  raise ValueError(f'model.name: unknown model {model_config.name!r}; choose one of {MODELS}')
+
+
+__all__ = ['ConvLSTMCell', 'LSTMUNet', 'UNet', 'UNetBody', 'build_model']

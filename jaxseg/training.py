@@ -1,0 +1,139 @@
+"""Training: state creation, the jit-compiled train step, and the training loop.
+
+`train_step` is a pure function of (state, batch); everything with side effects
+(data loading, logging, checkpoints, progress) lives in `train_and_evaluate`.
+"""
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from tqdm import tqdm
+
+from jaxseg import checkpointing, evaluation, inference, losses, parallel
+from jaxseg.data import SegmentationData, load_split, train_batches
+from jaxseg.logs import MetricLogger
+from jaxseg.train_state import (TrainState, create_train_state, learning_rate_schedule,
+                                num_iterations,
+                                restore_train_state, setup_model)
+
+
+def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
+               dice_weight: float, ce_weight: float):
+  """One optimiser update. Returns (new state, scalar metrics of this step)."""
+  def loss_fn(params):
+    logits, aux = state.apply_fn({'params': params}, batch['image'])
+    return losses.total_loss(logits, aux, batch['target'], iteration_weights,
+                             dice_weight, ce_weight)
+
+  (loss, per_iteration), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+  for t in range(per_iteration.shape[0]):
+    metrics[f'loss_iteration{t + 1}'] = per_iteration[t]
+  return state.apply_gradients(grads=grads), metrics
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks of values whose mistakes would otherwise surface deep inside JAX."""
+  for key in ('train.num_steps', 'train.batch_size', 'eval.batch_size', 'eval.every_steps',
+              'checkpoint.every_steps', 'train.log_every_steps'):
+    section, name = key.split('.')
+    if config[section][name] < 1:
+      raise ValueError(f'{key} must be at least 1, got {config[section][name]}')
+  parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
+  parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) in `workdir`; returns the validation summary of the best checkpoint."""
+  validate_config(config)
+  weights = losses.iteration_weights(num_iterations(config.model),
+                                     tuple(config.loss.iteration_weights))
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  if checkpointer.latest_step() is not None:
+    checkpointing.check_same_model(workdir, config)
+
+  train_data = load_split(config.data, 'train')
+  val_data = load_split(config.data, 'val')
+  model, optimizer, abstract_state = setup_model(config, train_data)
+  mesh = parallel.make_mesh()
+  replicated = parallel.replicated(mesh)
+
+  if checkpointer.latest_step() is not None:
+    state, _ = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
+                                   replicated)
+    print(f'Resuming from step {int(state.step)} in {workdir}')
+  else:
+    input_shape = (1, *train_data.spatial_shape, train_data.images.shape[-1])
+    state = jax.jit(functools.partial(create_train_state, model, optimizer, input_shape,
+                                      config.train.seed), out_shardings=replicated)()
+    checkpointing.write_config(workdir, config)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  print(f'{config.model.name}: {num_params:,} parameters; {len(train_data)} training and '
+        f'{len(val_data)} validation cases of shape {train_data.spatial_shape}; '
+        f'{jax.device_count()} {jax.devices()[0].platform} device(s)')
+
+  step_fn = jax.jit(functools.partial(train_step, iteration_weights=weights,
+                                      dice_weight=config.loss.dice_weight,
+                                      ce_weight=config.loss.ce_weight), donate_argnums=0)
+  predict_fn = inference.make_predict_fn(model, mesh)
+  batches = train_batches(train_data, config.train.batch_size, config.train.seed)
+  schedule = learning_rate_schedule(config.train)
+  logger = MetricLogger(workdir) if jax.process_index() == 0 else None
+
+  start_step, num_steps = int(state.step), config.train.num_steps
+  progress = tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
+                  dynamic_ncols=True, disable=jax.process_index() != 0)
+  window_start, window_steps = time.perf_counter(), 0
+  for step in range(start_step, num_steps):
+    batch = parallel.shard_batch(batches[step], mesh)
+    state, step_metrics = step_fn(state, batch)
+    completed = step + 1
+    window_steps += 1
+    progress.update(1)
+
+    if completed % config.train.log_every_steps == 0 or completed == num_steps:
+      scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
+      elapsed = time.perf_counter() - window_start
+      scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
+      scalars['learning_rate'] = float(schedule(completed))
+      progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
+                           img_s=f'{scalars["images_per_second"]:.1f}')
+      if logger:
+        logger.write(completed, 'train', scalars)
+      window_start, window_steps = time.perf_counter(), 0
+
+    save = completed % config.checkpoint.every_steps == 0 or completed == num_steps
+    if save or completed % config.eval.every_steps == 0:
+      _, summary = evaluation.evaluate(predict_fn, state.params, val_data,
+                                       config.eval.batch_size, mesh, with_hd95=False)
+      progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
+      if logger:
+        logger.write(completed, 'val', _val_scalars(summary))
+      if save:
+        checkpointer.save(completed, state, summary)
+      window_start = time.perf_counter()  # validation time is not training throughput
+  progress.close()
+  checkpointer.close()
+  if logger:
+    logger.close()
+
+  best = checkpointer.best_step()
+  summary = checkpointer.summary(best)
+  print(f'Best checkpoint: step {best} of {num_steps} in {os.path.abspath(workdir)}')
+  print(f'Final validation (best checkpoint, last iteration): {evaluation.dice_line(summary)}')
+  return summary
+
+
+def _val_scalars(summary: dict) -> dict[str, float]:
+  scalars = {'dice': summary['dice']}
+  for entry in summary['per_iteration']:
+    scalars[f'dice_iteration{entry["iteration"]}'] = entry['dice']
+  for name, values in summary['per_region'].items():
+    scalars[f'dice_{name}'] = values['dice']
+  return scalars
