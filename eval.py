@@ -9,10 +9,14 @@ import sys
 
 from absl import flags
 
+from jaxseg.xla_flags import apply_default_flags
+
+apply_default_flags()  # before JAX starts its backend
+
 from jaxseg import cli, evaluation
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'runs/default', 'Workdir of a training run.')
+flags.DEFINE_string('workdir', 'runs/lstm_unet', 'Workdir of a training run.')
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
 flags.DEFINE_enum('split', 'val', ['train', 'val'], 'Data split to evaluate.')
 flags.DEFINE_string('output_dir', None, 'Where to write the results (default: the workdir).')

@@ -9,19 +9,25 @@ Restarting with the same --workdir resumes from its latest checkpoint.
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
+from jaxseg.xla_flags import apply_default_flags
+
+apply_default_flags()  # before JAX starts its backend
+
+from ml_collections import config_flags
 from jaxseg import cli, training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/lstm_unet.py', 'Config file (path[:variant]).',
                                 lock_config=True)
-flags.DEFINE_string('workdir', 'runs/default', 'Directory for checkpoints, logs and metrics.')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics '
+                    '(default: runs/<model.name>).')
 
 
 def main(argv):
   cli.parse_flags(argv)
-  cli.run(lambda: training.train_and_evaluate(FLAGS.config, FLAGS.workdir))
+  workdir = FLAGS.workdir or f'runs/{FLAGS.config.model.name}'
+  cli.run(lambda: training.train_and_evaluate(FLAGS.config, workdir))
 
 
 if __name__ == '__main__':

@@ -25,8 +25,8 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.seed = 0
-  config.train.num_steps = 600 if variant == '2d' else 300
-  config.train.batch_size = 16 if variant == '2d' else 2
+  config.train.num_steps = 500 if variant == '2d' else 300
+  config.train.batch_size = 8 if variant == '2d' else 2
   config.train.learning_rate = 3e-3
   config.train.warmup_steps = 50
   config.train.weight_decay = 1e-4

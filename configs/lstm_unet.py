@@ -10,4 +10,5 @@ def get_config(variant=None):
   config.model.num_iterations = 3
   config.model.lstm_at = ('bottleneck',)  # any of encoder{i}, bottleneck, decoder{i}
   config.model.remat = False              # recompute activations: less memory, more time
+  config.model.unroll = True              # unrolled loop: slower to compile, far faster on CPU
   return config

@@ -23,8 +23,8 @@ _TISSUE_INTENSITY = {
     'white_matter': (0.85, 0.75, 0.35, 0.45),
     'grey_matter': (0.60, 0.55, 0.55, 0.60),
     'csf': (0.20, 0.20, 1.00, 0.15),
-    'oedema': (0.50, 0.50, 0.85, 0.95),
-    'enhancing': (0.55, 1.10, 0.60, 0.70),
+    'oedema': (0.55, 0.55, 0.80, 0.85),
+    'enhancing': (0.60, 0.95, 0.60, 0.70),
     'necrosis': (0.25, 0.30, 0.80, 0.50),
 }
 _MIN_RIM = 0.07  # thinnest enhancing rim, in units of the half field of view
@@ -87,11 +87,20 @@ def synthetic_case(shape: tuple[int, ...], seed: int, split: str, index: int):
   for name, mask in tissues:  # later tissues overwrite earlier ones
     jitter = rng.uniform(0.85, 1.15, len(CHANNELS))
     image[mask] = np.asarray(_TISSUE_INTENSITY[name]) * jitter
+  # Infiltrating oedema fades into the surrounding tissue towards its outer border,
+  # so that its boundary is uncertain, as in real scans.
+  fade = np.clip((oedema_radius - tumour_distance) / (oedema_radius - core_radius), 0, 1)
+  fade = np.where(labels == LABELS['oedema'], 0.35 + 0.65 * fade, 1.0)[..., None]
+  healthy = np.asarray(_TISSUE_INTENSITY['grey_matter'])
+  image = np.where(labels[..., None] == LABELS['oedema'],
+                   healthy + fade * (image - healthy), image)
 
-  texture = 1 + 0.06 * _smooth_field(rng, shape, 12)
-  bias_field = np.exp(0.2 * _smooth_field(rng, shape, 2))
+  texture = 1 + 0.1 * _smooth_field(rng, shape, 12)
+  bias_field = np.exp(0.25 * _smooth_field(rng, shape, 2))
   gain = rng.uniform(0.7, 1.3, len(CHANNELS))
-  noise = rng.standard_normal(image.shape) * rng.uniform(0.03, 0.08)
+  # Partial-volume blur of about one voxel, then acquisition noise.
+  image = ndimage.gaussian_filter(image, sigma=(0.8,) * ndim + (0,))
+  noise = rng.standard_normal(image.shape) * rng.uniform(0.05, 0.15)
   image = (image * (texture * bias_field)[..., None] * gain + noise) * brain[..., None]
   return zscore_in_mask(image, brain), labels
 

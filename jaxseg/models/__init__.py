@@ -35,7 +35,8 @@ def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
     return UNet(**common)
   if model_config.name == 'lstm_unet':
     return LSTMUNet(num_iterations=model_config.num_iterations,
-                    lstm_at=tuple(model_config.lstm_at), remat=model_config.remat, **common)
+                    lstm_at=tuple(model_config.lstm_at), remat=model_config.remat,
+                    unroll=model_config.unroll, **common)
   raise ValueError(f'model.name: unknown model {model_config.name!r}; choose one of {MODELS}')
 
 

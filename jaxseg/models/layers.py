@@ -113,8 +113,10 @@ class Upsample(nn.Module):
   def __call__(self, x):
     ndim = x.ndim - 2
     if self.method == 'transpose':
-      x = nn.Dense(2**ndim * self.features, dtype=self.dtype, param_dtype=self.param_dtype)(x)
-      return depth_to_space(x, 2)
+      x = nn.Dense(2**ndim * self.features, use_bias=False, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name='kernel')(x)
+      bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+      return depth_to_space(x, 2) + bias.astype(x.dtype)
     if self.method == 'resize':
       batch, *spatial, channels = x.shape
       x = jax.image.resize(x, (batch, *(2 * s for s in spatial), channels), 'linear')

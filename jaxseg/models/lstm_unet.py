@@ -42,6 +42,7 @@ class LSTMUNet(nn.Module):
   upsampling: str = 'transpose'
   deep_supervision: bool = False
   remat: bool = False
+  unroll: bool = True  # False: a rolled loop, faster to compile, much slower on XLA:CPU
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -66,7 +67,7 @@ class LSTMUNet(nn.Module):
     # activation memory of training no longer grows with T.
     step = nn.remat(RefinementStep) if self.remat else RefinementStep
     state = (lstm_carry, previous_probs)
-    if self.num_iterations == 1:
+    if self.num_iterations == 1 and self.unroll:
       # A length-1 scan still compiles to a while loop (see below); call the step
       # directly. The parameter tree is the same as with the scan.
       _, (logits, aux) = step(body, name='refine')(state, x)
@@ -76,6 +77,6 @@ class LSTMUNet(nn.Module):
     # costs only compile time.
     refine = nn.scan(step, variable_broadcast='params',
                      split_rngs={'params': False}, in_axes=nn.broadcast, out_axes=0,
-                     length=self.num_iterations, unroll=True)
+                     length=self.num_iterations, unroll=self.unroll or 1)
     _, (logits, aux) = refine(body, name='refine')(state, x)
     return logits, aux

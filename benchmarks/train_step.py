@@ -1,0 +1,103 @@
+"""Train-step time of the default 2D configs under the choices that matter on XLA:CPU.
+
+  python benchmarks/train_step.py [--steps=10]
+
+Each variant runs in its own process (XLA flags are read once per process), one after
+the other in the same run, so the ratios compare like with like. Prints a Markdown
+table for BENCHMARKS.md.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# (label, config file, overrides, jaxseg's default XLA flags on)
+VARIANTS = [
+    ('U-Net', 'unet', {}, True),
+    ('U-Net, no XLA flag', 'unet', {}, False),
+    ('LSTM-U-Net T=3, unrolled (default)', 'lstm_unet', {}, True),
+    ('LSTM-U-Net T=3, unrolled, no XLA flag', 'lstm_unet', {}, False),
+    ('LSTM-U-Net T=3, rolled while loop', 'lstm_unet', {'unroll': False}, True),
+    ('LSTM-U-Net T=1, direct call (default)', 'lstm_unet', {'num_iterations': 1}, True),
+    ('LSTM-U-Net T=1, length-1 scan', 'lstm_unet', {'num_iterations': 1, 'unroll': False}, True),
+]
+
+
+def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
+  import functools
+  import importlib
+
+  import jax
+
+  from jaxseg import losses
+  from jaxseg.data import load_split, train_batches
+  from jaxseg.train_state import create_train_state, num_iterations, setup_model
+  from jaxseg.training import train_step
+
+  config = importlib.import_module(f'configs.{config_name}').get_config(None)
+  config.data.num_train_cases = 32
+  for key, value in model_overrides.items():
+    config.model[key] = value
+  data = load_split(config.data, 'train')
+  model, optimizer, _ = setup_model(config, data)
+  state = create_train_state(model, optimizer, (1, *data.spatial_shape, 4), 0)
+  step = jax.jit(functools.partial(
+      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
+      dice_weight=1.0, ce_weight=1.0))
+  batches = train_batches(data, config.train.batch_size, 0)
+  start = time.perf_counter()
+  compiled = step.lower(state, batches[0]).compile()
+  compile_seconds = time.perf_counter() - start
+  state, metrics = compiled(state, batches[0])  # warm-up
+  jax.block_until_ready(metrics)
+  times = []
+  for i in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batches[i + 1])
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return {'compile_s': compile_seconds, 'step_s': statistics.median(times),
+          'batch': config.train.batch_size, 'shape': list(data.spatial_shape),
+          'jax': jax.__version__}
+
+
+def main():
+  steps = 10
+  for arg in sys.argv[1:]:
+    if arg.startswith('--steps='):
+      steps = int(arg.split('=')[1])
+  if len(sys.argv) > 1 and sys.argv[1] == '--one':
+    name, overrides = sys.argv[2], json.loads(sys.argv[3])
+    from jaxseg.xla_flags import apply_default_flags
+    apply_default_flags()
+    print(json.dumps(measure(name, overrides, int(sys.argv[4]))))
+    return
+  rows = []
+  for label, name, overrides, flags_on in VARIANTS:
+    env = {**os.environ, 'JAXSEG_XLA_DEFAULTS': '1' if flags_on else '0',
+           'XLA_FLAGS': os.environ.get('XLA_FLAGS', '')}
+    out = subprocess.run([sys.executable, __file__, '--one', name, json.dumps(overrides),
+                          str(steps)], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    rows.append((label, result))
+    print(f'{label}: {result["step_s"] * 1000:.0f} ms/step', file=sys.stderr)
+  first = rows[0][1]
+  print(f'jax {first["jax"]}, {platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} cores; batch {first["batch"]} x 4 x {first["shape"]}; '
+        f'median of {steps} steps after warm-up\n')
+  print('| variant | compile (s) | step (ms) | images/s |')
+  print('| --- | ---: | ---: | ---: |')
+  for label, r in rows:
+    print(f'| {label} | {r["compile_s"]:.1f} | {r["step_s"] * 1000:.0f} | '
+          f'{r["batch"] / r["step_s"]:.1f} |')
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, ROOT)
+  main()

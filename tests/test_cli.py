@@ -1,0 +1,74 @@
+"""The command lines: bad input gets one line naming the problem and a non-zero exit."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args):
+  result = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+  return result.returncode, result.stdout, result.stderr
+
+
+def assert_one_line_error(code, stderr, *words):
+  assert code != 0
+  lines = [l for l in stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1, stderr
+  assert 'Traceback' not in stderr
+  for word in words:
+    assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize('override, word', [
+    ('--config.model.no_such_key=1', 'no_such_key'),
+    ('--config.train.num_steps=many', 'num_steps'),
+    ('--config.model.name=resnet', 'model.name'),
+    ('--config.model.norm=batch', 'model.norm'),
+    ('--config.train.batch_size=0', 'train.batch_size'),
+])
+def test_bad_config_is_one_line(tmp_path, override, word):
+  code, _, stderr = run('train.py', '--config=configs/lstm_unet.py', override,
+                        f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, word)
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+  code, _, stderr = run('train.py', '--config=configs/nope.py', f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, 'nope.py')
+
+
+def test_eval_of_a_directory_without_a_run_is_one_line(tmp_path):
+  code, _, stderr = run('eval.py', f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, 'config.json')
+
+
+def test_train_then_eval_command_lines(tmp_path):
+  """train.py then eval.py, as a user runs them, and a different model on the same workdir."""
+  overrides = ['--config.data.image_size=(32, 32)', '--config.data.num_train_cases=4',
+               '--config.data.num_val_cases=2', '--config.model.features=(8, 16)',
+               '--config.model.num_iterations=2', '--config.train.num_steps=2',
+               '--config.train.batch_size=2', '--config.eval.batch_size=2',
+               '--config.eval.every_steps=2', '--config.checkpoint.every_steps=2']
+  code, out, stderr = run('train.py', '--config=configs/lstm_unet.py', *overrides,
+                          f'--workdir={tmp_path}')
+  assert code == 0, stderr
+  final = [l for l in out.splitlines() if l.startswith('Final validation')][-1]
+  code, out, stderr = run('eval.py', f'--workdir={tmp_path}')
+  assert code == 0, stderr
+  evaluated = [l for l in out.splitlines() if l.startswith('val Dice')][-1]
+  assert final.split('Dice')[1] == evaluated.split('Dice')[1]
+  assert (tmp_path / 'metrics.json').exists() and (tmp_path / 'per_case_metrics.csv').exists()
+
+  checkpoints = sorted(os.listdir(tmp_path / 'checkpoints'))
+  unet_overrides = [o for o in overrides if 'num_iterations' not in o]
+  code, _, stderr = run('train.py', '--config=configs/unet.py', *unet_overrides,
+                        f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, 'different model', 'model.name')
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == checkpoints

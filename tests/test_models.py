@@ -1,0 +1,121 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.models import LSTMUNet, UNet, UNetBody
+from jaxseg.models.layers import Upsample
+from jaxseg.models.lstm_unet import RefinementStep
+
+
+def num_params(variables):
+  return sum(x.size for x in jax.tree.leaves(variables['params']))
+
+
+@pytest.mark.parametrize('spatial', [(16, 16), (8, 8, 8)])
+def test_output_shapes_2d_and_3d(spatial):
+  x = jnp.ones((2, *spatial, 4))
+  unet = UNet(features=(4, 8, 16), num_outputs=3, deep_supervision=True)
+  logits, aux = unet.apply(unet.init(jax.random.key(0), x), x)
+  assert logits.shape == (1, 2, *spatial, 3)
+  assert [a.shape for a in aux] == [(1, 2, *(s // 2 for s in spatial), 3)]
+
+  lstm = LSTMUNet(features=(4, 8, 16), num_outputs=3, num_iterations=3,
+                  lstm_at=('encoder0', 'bottleneck', 'decoder1'), deep_supervision=True)
+  logits, aux = lstm.apply(lstm.init(jax.random.key(0), x), x)
+  assert logits.shape == (3, 2, *spatial, 3)
+  assert [a.shape for a in aux] == [(3, 2, *(s // 2 for s in spatial), 3)]
+  # A 3D network has 3D kernels: the rank comes from the input, not from the code.
+  kernel = lstm.init(jax.random.key(0), x)['params']['refine']['body']['encoder0']['Conv_0']['kernel']
+  assert kernel.shape == (3,) * len(spatial) + (4 + 3, 4)
+
+
+def test_input_not_divisible_is_a_clear_error():
+  x = jnp.ones((1, 14, 14, 4))
+  with pytest.raises(ValueError, match='divisible by 4'):
+    UNet(features=(4, 8, 16)).init(jax.random.key(0), x)
+
+
+def test_unknown_lstm_location_is_a_clear_error():
+  x = jnp.ones((1, 8, 8, 4))
+  with pytest.raises(ValueError, match="model.lstm_at: unknown location 'decoder5'"):
+    LSTMUNet(features=(4, 8), lstm_at=('decoder5',)).init(jax.random.key(0), x)
+
+
+def test_parameter_count_does_not_depend_on_iterations():
+  x = jnp.ones((1, 16, 16, 4))
+  counts = {t: num_params(LSTMUNet(features=(4, 8), num_iterations=t,
+                                   lstm_at=('encoder0', 'bottleneck')).init(jax.random.key(0), x))
+            for t in (1, 4)}
+  assert counts[1] == counts[4]
+
+
+def _manual_unroll(model, params_per_iteration, x):
+  """The refinement loop written out by hand: T calls of one step module."""
+  body = UNetBody(model.features, model.num_outputs, lstm_at=model.lstm_at, parent=None)
+  step = RefinementStep(body)
+  batch, *spatial, _ = x.shape
+  carry = {loc: (jnp.zeros((batch, *(s // 2**(0 if loc == 'encoder0' else 1) for s in spatial),
+                            model.features[0 if loc == 'encoder0' else 1])),) * 2
+           for loc in model.lstm_at}
+  state = (carry, jnp.zeros((batch, *spatial, model.num_outputs)))
+  outputs = []
+  for params in params_per_iteration:
+    state, (logits, _) = step.apply({'params': params['refine']}, state, x)
+    outputs.append(logits)
+  return jnp.stack(outputs)
+
+
+def test_scan_equals_t_applications_of_one_shared_step():
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
+  model = LSTMUNet(features=(4, 8), num_outputs=2, num_iterations=3,
+                   lstm_at=('encoder0', 'bottleneck'))
+  params = model.init(jax.random.key(0), x)['params']
+  logits, _ = model.apply({'params': params}, x)
+  manual = _manual_unroll(model, [params] * 3, x)
+  np.testing.assert_allclose(logits, manual, rtol=1e-5, atol=1e-5)
+  # The feedback changes the prediction: iterations differ.
+  assert float(jnp.abs(logits[1] - logits[0]).max()) > 1e-3
+
+
+def test_gradients_reach_the_parameters_through_every_iteration():
+  """The final prediction's gradient is the sum of the paths through each iteration,
+  and each of them is non-zero."""
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
+  model = LSTMUNet(features=(4, 8), num_outputs=2, num_iterations=3,
+                   lstm_at=('encoder0', 'bottleneck'))
+  params = model.init(jax.random.key(0), x)['params']
+  def final_loss(p):
+    return jnp.sum(model.apply({'params': p}, x)[0][-1] ** 2)
+  full = jax.grad(final_loss)(params)
+
+  contributions = []
+  for live in range(3):  # only iteration `live` sees the parameters as variables
+    def loss(p, live=live):
+      per_iteration = [p if t == live else jax.lax.stop_gradient(p) for t in range(3)]
+      return jnp.sum(_manual_unroll(model, per_iteration, x)[-1] ** 2)
+    contributions.append(jax.grad(loss)(params))
+  for t, grads in enumerate(contributions):
+    norm = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
+    assert norm > 1e-4, f'no gradient through iteration {t + 1}'
+  total = jax.tree.map(lambda *g: sum(g), *contributions)
+  for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(total)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_transpose_upsampling_equals_conv_transpose():
+  """The dense + depth_to_space upsampling is exactly a 2x2 stride-2 transposed conv."""
+  for spatial in [(3, 5), (2, 3, 4)]:
+    ndim = len(spatial)
+    x = jax.random.normal(jax.random.key(0), (2, *spatial, 3))
+    ours = Upsample(5, 'transpose')
+    params = ours.init(jax.random.key(1), x)['params']
+    params['bias'] = jax.random.normal(jax.random.key(2), (5,))
+    # Dense kernel (C_in, f0*f1*...*C_out) -> transposed-conv kernel (f0, f1, ..., C_in, C_out).
+    kernel = jnp.moveaxis(params['kernel']['kernel'].reshape(3, *(2,) * ndim, 5), 0, ndim)
+    reference = nn.ConvTranspose(5, (2,) * ndim, strides=(2,) * ndim, padding='VALID')
+    expected = reference.apply({'params': {'kernel': kernel, 'bias': params['bias']}}, x)
+    assert expected.shape == (2, *(2 * s for s in spatial), 5)
+    np.testing.assert_allclose(ours.apply({'params': params}, x), expected, rtol=1e-5, atol=1e-5)
+    assert num_params({'params': params}) == num_params(reference.init(jax.random.key(0), x))

@@ -1,0 +1,92 @@
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg import checkpointing, evaluation, losses, parallel
+from jaxseg.data import load_split, train_batches
+from jaxseg.inference import make_predict_fn
+from jaxseg.train_state import create_train_state, setup_model
+from jaxseg.training import train_and_evaluate, train_step
+
+
+def test_tiny_model_overfits_two_images(tiny_unet_config):
+  config = tiny_unet_config
+  config.data.num_train_cases = 2
+  config.train.num_steps = 150
+  config.train.learning_rate = 1e-2
+  config.train.warmup_steps = 10
+  data = load_split(config.data, 'train')
+  model, optimizer, _ = setup_model(config, data)
+  state = create_train_state(model, optimizer, (1, 32, 32, 4), seed=0)
+  step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(1),
+                                   dice_weight=1.0, ce_weight=1.0))
+  batch = train_batches(data, 2, 0)[0]
+  for _ in range(config.train.num_steps):
+    state, _ = step(state, batch)
+  mesh = parallel.make_mesh()
+  _, summary = evaluation.evaluate(make_predict_fn(model, mesh), state.params, data, 2, mesh,
+                                   with_hd95=False)
+  assert summary['dice'] >= 0.9, summary['per_region']
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  """A tiny LSTM-U-Net run: 4 steps, checkpoints at steps 2 and 4."""
+  from conftest import tiny
+  from configs import lstm_unet
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny(lstm_unet.get_config(None))
+  summary = train_and_evaluate(config, workdir)
+  return workdir, config, summary
+
+
+def test_train_writes_checkpoints_logs_and_config(trained_workdir):
+  workdir, config, summary = trained_workdir
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  assert checkpointer.latest_step() == 4
+  assert checkpointer.best_step() in (2, 4)
+  assert checkpointing.read_config(workdir).model == config.model
+  assert len(summary['per_iteration']) == 2
+  with open(os.path.join(workdir, 'metrics.csv')) as f:
+    header, *rows = [line.strip().split(',') for line in f]
+  assert header == ['step', 'split', 'name', 'value']
+  assert {'loss', 'dice_iteration2', 'dice_ET'} <= {r[2] for r in rows}
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+
+
+def test_eval_reproduces_the_training_dice(trained_workdir, tmp_path):
+  workdir, config, train_summary = trained_workdir
+  summary = evaluation.evaluate_workdir(workdir, 'best', 'val', str(tmp_path))
+  assert summary['dice'] == train_summary['dice']
+  assert [e['dice'] for e in summary['per_iteration']] == [
+      e['dice'] for e in train_summary['per_iteration']]
+  with open(tmp_path / 'metrics.json') as f:
+    saved = json.load(f)
+  assert set(saved['per_region']) == {'WT', 'TC', 'ET'}
+  for key in ('dice', 'jaccard', 'recall', 'precision', 'hd95'):
+    assert np.isfinite(saved[key])
+  with open(tmp_path / 'per_case_metrics.csv') as f:
+    lines = f.read().strip().splitlines()
+  assert lines[0] == 'case,iteration,region,dice,jaccard,recall,precision,hd95'
+  assert len(lines) - 1 == config.data.num_val_cases * 2 * 3  # cases x iterations x regions
+
+
+def test_restart_resumes_from_the_latest_checkpoint(trained_workdir, capsys):
+  workdir, config, _ = trained_workdir
+  config = config.copy_and_resolve_references()
+  config.train.num_steps = 6
+  train_and_evaluate(config, workdir)
+  assert 'Resuming from step 4' in capsys.readouterr().out
+  assert checkpointing.Checkpointer(workdir, read_only=True).latest_step() == 6
+
+
+def test_restart_with_another_model_is_refused(trained_workdir, tiny_unet_config):
+  workdir, _, _ = trained_workdir
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(checkpointing.CheckpointError, match='different model'):
+    train_and_evaluate(tiny_unet_config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
