@@ -28,14 +28,14 @@ def _best_metric(metrics: dict[str, float]) -> float:
 class Checkpointer:
   """Keeps the latest and the best checkpoint under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str, read_only: bool = False):
+  def __init__(self, workdir: str, create: bool = True):
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(n=1),
         ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=False, n=1),
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, best_fn=_best_metric, best_mode='max',
-        create=not read_only, read_only=read_only)
+        create=create)
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -89,32 +89,39 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-# Config sections that decide the shapes of the saved state; a restart may change the
-# rest (more steps, another learning rate) but not these.
+# Config entries that decide the saved state's shapes and meaning; a restart may change
+# everything else (more steps, another learning rate, remat, compute dtype).
 _ARCHITECTURE_KEYS = ('model', 'data.image_size')
+_RUNTIME_MODEL_KEYS = ('remat', 'unroll', 'dtype')
+
+
+def _architecture(config: ml_collections.ConfigDict) -> dict:
+  as_dict = json.loads(config.to_json())
+  for key in _RUNTIME_MODEL_KEYS:
+    as_dict.get('model', {}).pop(key, None)
+  return {key: _get(as_dict, key) for key in _ARCHITECTURE_KEYS}
 
 
 def _get(config: dict, dotted: str):
   for key in dotted.split('.'):
-    config = config.get(key, {}) if isinstance(config, dict) else None
+    config = config.get(key) if isinstance(config, dict) else None
   return config
 
 
 def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Raises CheckpointError when the workdir was trained with another model config."""
-  saved = json.loads(read_config(workdir).to_json())
-  current = json.loads(config.to_json())
-  for key in _ARCHITECTURE_KEYS:
-    if _get(saved, key) != _get(current, key):
-      differences = _diff(_get(saved, key), _get(current, key), key)
-      raise CheckpointError(
-          f'workdir {workdir} holds a checkpoint of a different model ({differences}); '
-          'use a new --workdir, or the config it was trained with')
+  saved, current = _architecture(read_config(workdir)), _architecture(config)
+  if saved != current:
+    raise CheckpointError(
+        f'workdir {workdir} holds a checkpoint of a different model '
+        f'({_diff(saved, current, "config")}); use a new --workdir, or the config it was '
+        'trained with')
 
 
 def _diff(saved, current, prefix: str) -> str:
   if isinstance(saved, dict) and isinstance(current, dict):
-    for key in sorted(set(saved) | set(current)):
+    for key in sorted(set(saved) | set(current), key=lambda k: (k != 'name', k)):
       if saved.get(key) != current.get(key):
-        return _diff(saved.get(key), current.get(key), f'{prefix}.{key}')
+        name = key if prefix == 'config' else f'{prefix}.{key}'
+        return _diff(saved.get(key), current.get(key), name)
   return f'{prefix}: saved {saved!r}, now {current!r}'

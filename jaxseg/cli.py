@@ -3,6 +3,7 @@
 Set JAXSEG_TRACEBACK=1 to see the full traceback of an error instead.
 """
 
+import importlib.util
 import os
 import sys
 from typing import Callable
@@ -23,13 +24,35 @@ def fail(message: str) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config-file and override errors reduced to one line."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as error:
-    fail(_first_line(error))
-  except (AttributeError, KeyError, TypeError, ValueError, SyntaxError) as error:
+    remaining = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS:
+      flags.FLAGS.config.keys()  # a config that failed to load raises only when used
+    return remaining
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, SyntaxError,
+          OSError) as error:
     # ml_collections raises these for unknown keys and mistyped --config.x=y values.
-    fail(f'bad --config: {_first_line(error)}')
+    if 'config file' in str(error):
+      fail(_config_file_problem(argv))
+    prefix = '' if isinstance(error, flags.Error) else 'bad --config: '
+    fail(prefix + _first_line(error))
   return []
+
+
+def _config_file_problem(argv: list[str]) -> str:
+  """ml_collections hides why a config file failed to load; find out again."""
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '')
+  path, _, variant = spec.partition(':')
+  if not os.path.isfile(path):
+    return f'--config={spec}: no such config file {path!r}'
+  try:
+    module_spec = importlib.util.spec_from_file_location('user_config', path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, os.getcwd())
+    module_spec.loader.exec_module(module)
+    module.get_config(*([variant] if variant else []))
+  except Exception as error:  # anything a config file can raise  # pylint: disable=broad-except
+    return f'--config={spec}: {_first_line(error)}'
+  return f'--config={spec}: could not be loaded'
 
 
 def run(function: Callable[[], object]) -> None:

@@ -74,7 +74,7 @@ def write_results(directory: str, rows: list[dict], summary: dict) -> tuple[str,
 def evaluate_workdir(workdir: str, checkpoint: str, split: str, output_dir: str) -> dict:
   """eval.py: restores a checkpoint of a training run, evaluates a split, writes results."""
   config = checkpointing.read_config(workdir)
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  checkpointer = checkpointing.Checkpointer(workdir, create=False)
   step = _checkpoint_step(checkpointer, checkpoint, workdir)
   data = load_split(config.data, split)
   model, _, abstract_state = setup_model(config, data)

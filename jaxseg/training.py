@@ -31,7 +31,7 @@ def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
                              dice_weight, ce_weight)
 
   (loss, per_iteration), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
   for t in range(per_iteration.shape[0]):
     metrics[f'loss_iteration{t + 1}'] = per_iteration[t]
   return state.apply_gradients(grads=grads), metrics

@@ -1,10 +1,14 @@
 """Shared fixtures: tiny configs that compile and train in seconds on 2 CPU cores."""
 
+import jax
 import pytest
 
 from jaxseg.xla_flags import apply_default_flags
 
 apply_default_flags()  # test the numerics that train.py runs with
+# Keys made in tests use the PRNG that jaxseg initialises parameters with: threefry
+# samplers take seconds each to compile on XLA:CPU (see jaxseg/train_state.py).
+jax.config.update('jax_default_prng_impl', 'rbg')
 
 from configs import lstm_unet, unet  # noqa: E402  (after the XLA flags)
 

@@ -39,9 +39,11 @@ def test_bad_config_is_one_line(tmp_path, override, word):
   assert_one_line_error(code, stderr, word)
 
 
-def test_missing_config_file_is_one_line(tmp_path):
+def test_missing_config_file_or_variant_is_one_line(tmp_path):
   code, _, stderr = run('train.py', '--config=configs/nope.py', f'--workdir={tmp_path}')
-  assert_one_line_error(code, stderr, 'nope.py')
+  assert_one_line_error(code, stderr, 'no such config file', 'nope.py')
+  code, _, stderr = run('train.py', '--config=configs/unet.py:4d', f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, "unknown config variant '4d'")
 
 
 def test_eval_of_a_directory_without_a_run_is_one_line(tmp_path):

@@ -13,7 +13,7 @@ def test_overlap_metrics_hand_computed():
   truth = np.array([[1, 0, 1, 0], [1, 0, 1, 1]], bool)
   # tp = 2, fp = 1, fn = 3
   result = metrics.overlap_metrics(pred, truth)
-  assert result['dice'] == pytest.approx(4 / 9)
+  assert result['dice'] == pytest.approx(4 / 8)
   assert result['jaccard'] == pytest.approx(2 / 6)
   assert result['recall'] == pytest.approx(2 / 5)
   assert result['precision'] == pytest.approx(2 / 3)

@@ -17,17 +17,18 @@ def num_params(variables):
 def test_output_shapes_2d_and_3d(spatial):
   x = jnp.ones((2, *spatial, 4))
   unet = UNet(features=(4, 8, 16), num_outputs=3, deep_supervision=True)
-  logits, aux = unet.apply(unet.init(jax.random.key(0), x), x)
+  logits, aux = jax.jit(unet.apply)(jax.jit(unet.init)(jax.random.key(0), x), x)
   assert logits.shape == (1, 2, *spatial, 3)
   assert [a.shape for a in aux] == [(1, 2, *(s // 2 for s in spatial), 3)]
 
   lstm = LSTMUNet(features=(4, 8, 16), num_outputs=3, num_iterations=3,
                   lstm_at=('encoder0', 'bottleneck', 'decoder1'), deep_supervision=True)
-  logits, aux = lstm.apply(lstm.init(jax.random.key(0), x), x)
+  variables = jax.jit(lstm.init)(jax.random.key(0), x)
+  logits, aux = jax.jit(lstm.apply)(variables, x)
   assert logits.shape == (3, 2, *spatial, 3)
   assert [a.shape for a in aux] == [(3, 2, *(s // 2 for s in spatial), 3)]
   # A 3D network has 3D kernels: the rank comes from the input, not from the code.
-  kernel = lstm.init(jax.random.key(0), x)['params']['refine']['body']['encoder0']['Conv_0']['kernel']
+  kernel = variables['params']['refine']['body']['encoder0']['Conv_0']['kernel']
   assert kernel.shape == (3,) * len(spatial) + (4 + 3, 4)
 
 
@@ -71,8 +72,8 @@ def test_scan_equals_t_applications_of_one_shared_step():
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
   model = LSTMUNet(features=(4, 8), num_outputs=2, num_iterations=3,
                    lstm_at=('encoder0', 'bottleneck'))
-  params = model.init(jax.random.key(0), x)['params']
-  logits, _ = model.apply({'params': params}, x)
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
+  logits, _ = jax.jit(model.apply)({'params': params}, x)
   manual = _manual_unroll(model, [params] * 3, x)
   np.testing.assert_allclose(logits, manual, rtol=1e-5, atol=1e-5)
   # The feedback changes the prediction: iterations differ.
@@ -88,14 +89,14 @@ def test_gradients_reach_the_parameters_through_every_iteration():
   params = model.init(jax.random.key(0), x)['params']
   def final_loss(p):
     return jnp.sum(model.apply({'params': p}, x)[0][-1] ** 2)
-  full = jax.grad(final_loss)(params)
+  full = jax.jit(jax.grad(final_loss))(params)
 
   contributions = []
   for live in range(3):  # only iteration `live` sees the parameters as variables
     def loss(p, live=live):
       per_iteration = [p if t == live else jax.lax.stop_gradient(p) for t in range(3)]
       return jnp.sum(_manual_unroll(model, per_iteration, x)[-1] ** 2)
-    contributions.append(jax.grad(loss)(params))
+    contributions.append(jax.jit(jax.grad(loss))(params))
   for t, grads in enumerate(contributions):
     norm = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
     assert norm > 1e-4, f'no gradient through iteration {t + 1}'
@@ -112,8 +113,10 @@ def test_transpose_upsampling_equals_conv_transpose():
     ours = Upsample(5, 'transpose')
     params = ours.init(jax.random.key(1), x)['params']
     params['bias'] = jax.random.normal(jax.random.key(2), (5,))
-    # Dense kernel (C_in, f0*f1*...*C_out) -> transposed-conv kernel (f0, f1, ..., C_in, C_out).
+    # Dense kernel (C_in, f0*f1*...*C_out) -> transposed-conv kernel (f0, f1, ..., C_in, C_out),
+    # spatially flipped (lax.conv_transpose's convention).
     kernel = jnp.moveaxis(params['kernel']['kernel'].reshape(3, *(2,) * ndim, 5), 0, ndim)
+    kernel = kernel[(slice(None, None, -1),) * ndim]
     reference = nn.ConvTranspose(5, (2,) * ndim, strides=(2,) * ndim, padding='VALID')
     expected = reference.apply({'params': {'kernel': kernel, 'bias': params['bias']}}, x)
     assert expected.shape == (2, *(2 * s for s in spatial), 5)

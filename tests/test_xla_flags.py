@@ -37,4 +37,6 @@ def test_default_flags_keep_the_numerics(tmp_path):
     path = tmp_path / f'{defaults}.npy'
     subprocess.run([sys.executable, '-c', script, str(path)], env=env, check=True)
     results[defaults] = np.load(path)
-  np.testing.assert_allclose(results['1'], results['0'], rtol=1e-4, atol=1e-5)
+  # Equal up to float32 summation order: relative error of the whole gradient ~1e-7.
+  relative_error = np.linalg.norm(results['1'] - results['0']) / np.linalg.norm(results['0'])
+  assert relative_error < 1e-5
