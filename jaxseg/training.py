@@ -46,6 +46,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'{key} must be at least 1, got {config[section][name]}')
   parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
+  factor = 2**(len(config.model.features) - 1)
+  if any(size % factor for size in config.data.image_size):
+    raise ValueError(f'data.image_size {tuple(config.data.image_size)} must be divisible by '
+                     f'{factor}, 2^(levels - 1) for model.features {tuple(config.model.features)}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -72,7 +76,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     input_shape = (1, *train_data.spatial_shape, train_data.images.shape[-1])
     state = jax.jit(functools.partial(create_train_state, model, optimizer, input_shape,
                                       config.train.seed), out_shardings=replicated)()
-    checkpointing.write_config(workdir, config)
+  checkpointing.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f'{config.model.name}: {num_params:,} parameters; {len(train_data)} training and '
         f'{len(val_data)} validation cases of shape {train_data.spatial_shape}; '
@@ -117,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logger.write(completed, 'val', _val_scalars(summary))
       if save:
         checkpointer.save(completed, state, summary)
-      window_start = time.perf_counter()  # validation time is not training throughput
+      window_start, window_steps = time.perf_counter(), 0  # validation is not training time
   progress.close()
   checkpointer.close()
   if logger:
