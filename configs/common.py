@@ -13,7 +13,8 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.root = config_dict.placeholder(str)  # unset: embedded synthetic data
-  config.data.seed = 0
+  config.data.seed = 0              # synthetic data, and the train/val split of a data.root
+  config.data.val_fraction = 0.3    # share of a data.root's cases used for validation
   config.data.image_size = (64, 64) if variant == '2d' else (32, 32, 32)
   config.data.num_train_cases = 256 if variant == '2d' else 64
   config.data.num_val_cases = 32 if variant == '2d' else 16
