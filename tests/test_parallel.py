@@ -1,0 +1,54 @@
+"""Data parallelism: the same global batches on 2 devices give the same training as on 1."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from jaxseg import checkpointing, parallel
+from jaxseg.data import load_split
+from jaxseg.train_state import restore_train_state, setup_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_TRAIN = '''
+import sys
+from jaxseg.xla_flags import apply_default_flags
+apply_default_flags()
+import jax
+from conftest import tiny
+from configs import unet
+from jaxseg.training import train_and_evaluate
+assert jax.device_count() == int(sys.argv[2]), jax.devices()
+train_and_evaluate(tiny(unet.get_config(None)), sys.argv[1])
+'''
+
+
+def _train(workdir, num_devices):
+  env = {**os.environ,
+         'XLA_FLAGS': f'--xla_force_host_platform_device_count={num_devices}',
+         'PYTHONPATH': os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')])}
+  subprocess.run([sys.executable, '-c', _TRAIN, str(workdir), str(num_devices)], cwd=ROOT,
+                 env=env, check=True, capture_output=True)
+
+
+def _final_params(workdir, config):
+  checkpointer = checkpointing.Checkpointer(str(workdir), create=False)
+  _, _, abstract_state = setup_model(config, load_split(config.data, 'train'))
+  mesh = parallel.make_mesh()
+  state, summary = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
+                                       parallel.replicated(mesh))
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]), summary
+
+
+def test_two_devices_train_like_one(tmp_path, tiny_unet_config):
+  results = {}
+  for num_devices in (1, 2):
+    _train(tmp_path / str(num_devices), num_devices)
+    results[num_devices] = _final_params(tmp_path / str(num_devices), tiny_unet_config)
+  (params_1, summary_1), (params_2, summary_2) = results[1], results[2]
+  assert np.abs(params_1 - params_2).max() < 1e-5 * max(1.0, np.abs(params_1).max())
+  # Thresholded masks may flip a pixel on float32 summation-order differences.
+  assert abs(summary_1['dice'] - summary_2['dice']) < 1e-3
