@@ -90,3 +90,8 @@ def test_restart_with_another_model_is_refused(trained_workdir, tiny_unet_config
   with pytest.raises(checkpointing.CheckpointError, match='different model'):
     train_and_evaluate(tiny_unet_config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+
+
+def test_same_config_and_seed_give_identical_metrics(trained_workdir, tmp_path):
+  _, config, summary = trained_workdir
+  assert train_and_evaluate(config, str(tmp_path)) == summary
