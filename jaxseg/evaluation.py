@@ -10,7 +10,6 @@ import numpy as np
 from jaxseg import checkpointing, inference, parallel
 from jaxseg import metrics as metrics_lib
 from jaxseg.data import SegmentationData, eval_batches, load_split
-from jaxseg.data.regions import region_masks
 from jaxseg.train_state import restore_train_state, setup_model
 
 
@@ -23,7 +22,7 @@ def evaluate(predict_fn, params, data: SegmentationData, batch_size: int, mesh,
   for batch, num_real in eval_batches(data, batch_size):
     masks = predict_fn(params, parallel.shard_batch({'image': batch['image']}, mesh)['image'])
     masks = np.asarray(jax.device_get(masks))[:, :num_real]  # (T, B, *spatial, R)
-    truths = region_masks(data.labels[case_index:case_index + num_real], data.regions)
+    truths = batch['target'][:num_real] > 0.5
     for b in range(num_real):
       for t in range(masks.shape[0]):
         for r, name in enumerate(region_names):
