@@ -14,7 +14,7 @@ import ml_collections
 import optax
 from tqdm import tqdm
 
-from jaxseg import checkpointing, evaluation, inference, losses, parallel
+from jaxseg import checkpointing, evaluation, inference, losses, parallel, preemption
 from jaxseg.data import SegmentationData, load_split, train_batches
 from jaxseg.logs import MetricLogger
 from jaxseg.train_state import (TrainState, create_train_state, learning_rate_schedule,
@@ -94,34 +94,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   progress = tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   window_start, window_steps = time.perf_counter(), 0
-  for step in range(start_step, num_steps):
-    batch = parallel.shard_batch(batches[step], mesh)
-    state, step_metrics = step_fn(state, batch)
-    completed = step + 1
-    window_steps += 1
-    progress.update(1)
+  with preemption.SigtermRequest() as sigterm:
+    for step in range(start_step, num_steps):
+      batch = parallel.shard_batch(batches[step], mesh)
+      state, step_metrics = step_fn(state, batch)
+      completed = step + 1
+      window_steps += 1
+      progress.update(1)
 
-    if completed % config.train.log_every_steps == 0 or completed == num_steps:
-      scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
-      elapsed = time.perf_counter() - window_start
-      scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
-      scalars['learning_rate'] = float(schedule(completed))
-      progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
-                           img_s=f'{scalars["images_per_second"]:.1f}')
-      if logger:
-        logger.write(completed, 'train', scalars)
-      window_start, window_steps = time.perf_counter(), 0
+      if completed % config.train.log_every_steps == 0 or completed == num_steps:
+        scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
+        elapsed = time.perf_counter() - window_start
+        scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
+        scalars['learning_rate'] = float(schedule(completed))
+        progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
+                             img_s=f'{scalars["images_per_second"]:.1f}')
+        if logger:
+          logger.write(completed, 'train', scalars)
+        window_start, window_steps = time.perf_counter(), 0
 
-    save = completed % config.checkpoint.every_steps == 0 or completed == num_steps
-    if save or completed % config.eval.every_steps == 0:
-      _, summary = evaluation.evaluate(predict_fn, state.params, val_data,
-                                       config.eval.batch_size, mesh, with_hd95=False)
-      progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
-      if logger:
-        logger.write(completed, 'val', _val_scalars(summary))
-      if save:
-        checkpointer.save(completed, state, summary)
-      window_start, window_steps = time.perf_counter(), 0  # validation is not training time
+      save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps or
+              sigterm.requested)
+      if save or completed % config.eval.every_steps == 0:
+        _, summary = evaluation.evaluate(predict_fn, state.params, val_data,
+                                         config.eval.batch_size, mesh, with_hd95=False)
+        progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
+        if logger:
+          logger.write(completed, 'val', _val_scalars(summary))
+        if save:
+          checkpointer.save(completed, state, summary)
+        window_start, window_steps = time.perf_counter(), 0  # validation is not training time
+      if sigterm.requested:
+        progress.write(f'SIGTERM: saved the checkpoint of step {completed}; run the same '
+                       'command again to resume from it')
+        break
   progress.close()
   checkpointer.close()
   if logger:

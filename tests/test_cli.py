@@ -74,3 +74,31 @@ def test_train_then_eval_command_lines(tmp_path):
                         f'--workdir={tmp_path}')
   assert_one_line_error(code, stderr, 'different model', 'model.name')
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == checkpoints
+
+
+def test_sigterm_saves_the_current_step_and_the_run_resumes_there(tmp_path):
+  import signal
+  import time
+  from jaxseg import checkpointing
+  overrides = ['--config.data.image_size=(32, 32)', '--config.data.num_train_cases=4',
+               '--config.data.num_val_cases=2', '--config.model.features=(8, 16)',
+               '--config.train.batch_size=2', '--config.eval.batch_size=2',
+               '--config.eval.every_steps=100000', '--config.checkpoint.every_steps=100000',
+               '--config.train.log_every_steps=2']
+  command = [sys.executable, 'train.py', '--config=configs/unet.py', f'--workdir={tmp_path}',
+             *overrides]
+  process = subprocess.Popen([*command, '--config.train.num_steps=100000'], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  log = tmp_path / 'metrics.csv'
+  deadline = time.time() + 300
+  while time.time() < deadline and not (log.exists() and ',train,' in log.read_text()):
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 0, err
+  assert 'SIGTERM: saved the checkpoint of step' in out
+  step = checkpointing.Checkpointer(str(tmp_path), create=False).latest_step()
+  assert step is not None and 0 < step < 100000
+  code, out, err = run('train.py', *command[2:], f'--config.train.num_steps={step + 2}')
+  assert code == 0, err
+  assert f'Resuming from step {step}' in out
