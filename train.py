@@ -18,8 +18,11 @@ from ml_collections import config_flags
 from jaxseg import cli, training
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', 'configs/lstm_unet.py', 'Config file (path[:variant]).',
-                                lock_config=True)
+# No default file: ml_collections would parse --config.x=y overrides against it while the
+# flag is defined, before our one-line error handling exists.
+config_flags.DEFINE_config_file('config', None, 'Config file, path[:variant], e.g. '
+                                'configs/lstm_unet.py or configs/unet.py:3d.', lock_config=True)
+flags.mark_flag_as_required('config')
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics '
                     '(default: runs/<model.name>).')
 

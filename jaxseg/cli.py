@@ -33,8 +33,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     # ml_collections raises these for unknown keys and mistyped --config.x=y values.
     if 'config file' in str(error):
       fail(_config_file_problem(argv))
-    prefix = '' if isinstance(error, flags.Error) else 'bad --config: '
-    fail(prefix + _first_line(error))
+    if isinstance(error, flags.Error):
+      fail(_first_line(error))
+    if isinstance(error, (AttributeError, KeyError)):
+      fail(f'bad --config: no such config key {_first_line(error).strip(chr(34))}')
+    fail(f'bad --config: {_first_line(error)}')
   return []
 
 

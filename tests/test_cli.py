@@ -27,7 +27,7 @@ def assert_one_line_error(code, stderr, *words):
 
 
 @pytest.mark.parametrize('override, word', [
-    ('--config.model.no_such_key=1', 'no_such_key'),
+    ('--config.model.no_such_key=1', "no such config key 'no_such_key'"),
     ('--config.train.num_steps=many', 'num_steps'),
     ('--config.model.name=resnet', 'model.name'),
     ('--config.model.norm=batch', 'model.norm'),
@@ -37,6 +37,13 @@ def test_bad_config_is_one_line(tmp_path, override, word):
   code, _, stderr = run('train.py', '--config=configs/lstm_unet.py', override,
                         f'--workdir={tmp_path}')
   assert_one_line_error(code, stderr, word)
+
+
+def test_missing_config_flag_is_one_line(tmp_path):
+  code, _, stderr = run('train.py', '--config.train.num_steps=3', f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, 'config')
+  code, _, stderr = run('train.py', f'--workdir={tmp_path}')
+  assert_one_line_error(code, stderr, '--config must have a value')
 
 
 def test_missing_config_file_or_variant_is_one_line(tmp_path):
