@@ -36,7 +36,7 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
 
   from jaxseg import losses
   from jaxseg.data import load_split, train_batches
-  from jaxseg.train_state import create_train_state, num_iterations, setup_model
+  from jaxseg.train_state import num_iterations, setup_model
   from jaxseg.training import train_step
 
   config = importlib.import_module(f'configs.{config_name}').get_config(None)
@@ -44,8 +44,8 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
   for key, value in model_overrides.items():
     config.model[key] = value
   data = load_split(config.data, 'train')
-  model, optimizer, _ = setup_model(config, data)
-  state = create_train_state(model, optimizer, (1, *data.spatial_shape, 4), 0)
+  _, init_state, _ = setup_model(config, data)
+  state = init_state()
   step = jax.jit(functools.partial(
       train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
       dice_weight=1.0, ce_weight=1.0))

@@ -9,7 +9,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -57,10 +56,9 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """(state, validation summary) of `step`; `abstract_state` gives structure, shapes
     and shardings (without it optax states would come back as plain dicts)."""
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), summary=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(abstract_state), summary=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError) as error:
       first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
       raise CheckpointError(f'checkpoint {self.directory}/{step} does not fit this model '

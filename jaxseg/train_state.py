@@ -52,14 +52,15 @@ def num_iterations(model_config: ml_collections.ConfigDict) -> int:
 
 
 def setup_model(config: ml_collections.ConfigDict, data: SegmentationData):
-  """(model, optimiser, abstract train state) for this config and data."""
-  model = build_model(config.model, num_outputs=len(data.regions))
-  optimizer = make_optimizer(config.train)
-  input_shape = (1, *data.spatial_shape, data.images.shape[-1])
-  abstract_state = jax.eval_shape(
-      functools.partial(create_train_state, model, optimizer, input_shape, config.train.seed))
-  return model, optimizer, abstract_state
+  """(model, init_state, abstract train state) for this config and data.
 
+  `init_state()` builds the initial state; `abstract_state` is its shapes and dtypes.
+  """
+  model = build_model(config.model, num_outputs=len(data.regions))
+  input_shape = (1, *data.spatial_shape, data.images.shape[-1])
+  init_state = functools.partial(create_train_state, model, make_optimizer(config.train),
+                                 input_shape, config.train.seed)
+  return model, init_state, jax.eval_shape(init_state)
 
 
 def restore_train_state(checkpointer, step: int, abstract_state: TrainState, sharding):

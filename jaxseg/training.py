@@ -9,15 +9,14 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 from tqdm import tqdm
 
 from jaxseg import checkpointing, evaluation, inference, losses, parallel, preemption
-from jaxseg.data import SegmentationData, load_split, train_batches
+from jaxseg.data import load_split, train_batches
 from jaxseg.logs import MetricLogger
-from jaxseg.train_state import (TrainState, create_train_state, learning_rate_schedule,
+from jaxseg.train_state import (TrainState, learning_rate_schedule,
                                 num_iterations,
                                 restore_train_state, setup_model)
 
@@ -64,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   train_data = load_split(config.data, 'train')
   val_data = load_split(config.data, 'val')
-  model, optimizer, abstract_state = setup_model(config, train_data)
+  model, init_state, abstract_state = setup_model(config, train_data)
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
@@ -73,9 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                    replicated)
     print(f'Resuming from step {int(state.step)} in {workdir}')
   else:
-    input_shape = (1, *train_data.spatial_shape, train_data.images.shape[-1])
-    state = jax.jit(functools.partial(create_train_state, model, optimizer, input_shape,
-                                      config.train.seed), out_shardings=replicated)()
+    state = jax.jit(init_state, out_shardings=replicated)()
   checkpointing.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f'{config.model.name}: {num_params:,} parameters; {len(train_data)} training and '

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from conftest import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,7 @@ import pytest
 from jaxseg import checkpointing, evaluation, losses, parallel
 from jaxseg.data import load_split, train_batches
 from jaxseg.inference import make_predict_fn
-from jaxseg.train_state import create_train_state, setup_model
+from jaxseg.train_state import setup_model
 from jaxseg.training import train_and_evaluate, train_step
 
 
@@ -20,8 +20,8 @@ def test_tiny_model_overfits_two_images(tiny_unet_config):
   config.train.learning_rate = 1e-2
   config.train.warmup_steps = 10
   data = load_split(config.data, 'train')
-  model, optimizer, _ = setup_model(config, data)
-  state = create_train_state(model, optimizer, (1, 32, 32, 4), seed=0)
+  model, init_state, _ = setup_model(config, data)
+  state = init_state()
   step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(1),
                                    dice_weight=1.0, ce_weight=1.0))
   batch = train_batches(data, 2, 0)[0]
