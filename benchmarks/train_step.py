@@ -35,7 +35,7 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
   import jax
 
   from jaxseg import losses
-  from jaxseg.data import load_split, train_batches
+  from jaxseg.data import load_splits, train_batches
   from jaxseg.train_state import num_iterations, setup_model
   from jaxseg.training import train_step
 
@@ -43,13 +43,13 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
   config.data.num_train_cases = 32
   for key, value in model_overrides.items():
     config.model[key] = value
-  data = load_split(config.data, 'train')
+  data = load_splits(config.data, ('train',))['train']
   _, init_state, _ = setup_model(config, data)
   state = init_state()
   step = jax.jit(functools.partial(
       train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
       dice_weight=1.0, ce_weight=1.0))
-  batches = train_batches(data, config.train.batch_size, 0)
+  batches = train_batches(data, config)
   start = time.perf_counter()
   compiled = step.lower(state, batches[0]).compile()
   compile_seconds = time.perf_counter() - start
@@ -62,7 +62,7 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   return {'compile_s': compile_seconds, 'step_s': statistics.median(times),
-          'batch': config.train.batch_size, 'shape': list(data.spatial_shape),
+          'batch': config.train.batch_size, 'shape': list(config.data.image_size),
           'jax': jax.__version__}
 
 

@@ -4,20 +4,60 @@ import ml_collections
 from ml_collections import config_dict
 
 
+VARIANTS = ('2d', '3d', 'brats2d', 'brats3d')
+
+
 def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
-  """Everything but the model. `variant` '2d' (default) or '3d' picks the input rank."""
+  """Everything but the model.
+
+  `variant`: '2d' (default) and '3d' train small models on the embedded data, fast on a
+  laptop; 'brats2d' (axial slices) and 'brats3d' (128^3 patches) are full-size BraTS
+  training and need --config.data.root.
+  """
   variant = variant or '2d'
-  if variant not in ('2d', '3d'):
-    raise ValueError(f'unknown config variant {variant!r}; use :2d or :3d')
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown config variant {variant!r}; use one of :{", :".join(VARIANTS)}')
+  brats = variant.startswith('brats')
+  three_d = variant.endswith('3d')
   config = ml_collections.ConfigDict()
 
   config.data = ml_collections.ConfigDict()
-  config.data.root = config_dict.placeholder(str)  # unset: embedded synthetic data
+  # Unset: the embedded synthetic data. Else BraTS 2021 / 2023 / decathlon NIfTI, or 2D
+  # images/ and masks/ folders (layout detected from the files).
+  config.data.root = config_dict.placeholder(str)
   config.data.seed = 0              # synthetic data, and the train/val split of a data.root
-  config.data.val_fraction = 0.3    # share of a data.root's cases used for validation
-  config.data.image_size = (64, 64) if variant == '2d' else (32, 32, 32)
-  config.data.num_train_cases = 256 if variant == '2d' else 64
-  config.data.num_val_cases = 32 if variant == '2d' else 16
+  config.data.val_fraction = 0.3    # share of a data.root's cases used for validation ...
+  config.data.num_folds = 5 if brats else 0  # ... unless > 0: k-fold split by case,
+  config.data.fold = 0                        # validating on this fold
+  # Model input: 2D images / slices, or 3D patches, cut from the cases.
+  config.data.image_size = {'2d': (64, 64), '3d': (32, 32, 32), 'brats2d': (192, 192),
+                            'brats3d': (128, 128, 128)}[variant]
+  config.data.modalities = ('t1', 't1ce', 't2', 'flair')  # NIfTI channels, in this order
+  config.data.foreground_fraction = 0.33  # share of training windows centred on tumour
+  config.data.cache_dir = config_dict.placeholder(str)  # default $JAXSEG_CACHE_DIR or ~/.cache/jaxseg
+  config.data.num_workers = 4       # processes preprocessing and reading NIfTI data sets
+  config.data.prefetch = 4          # training batches read ahead
+  config.data.skip_bad_cases = False  # True: list bad cases and train without them
+  # Embedded data only; 0 for the BraTS variants, which need a data.root.
+  config.data.num_train_cases = {'2d': 256, '3d': 64}.get(variant, 0)
+  config.data.num_val_cases = {'2d': 32, '3d': 16}.get(variant, 0)
+
+  # Applied on the device inside the train step (see jaxseg/augment.py and BENCHMARKS.md).
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = brats
+  config.augment.flip_probability = 0.5          # per spatial axis
+  config.augment.rotation_probability = 0.2
+  config.augment.rotation_degrees = 15.0         # about each axis
+  config.augment.scale_probability = 0.2
+  config.augment.scale_range = (0.85, 1.25)
+  config.augment.intensity_scale_probability = 0.15
+  config.augment.intensity_scale_range = (0.75, 1.25)
+  config.augment.intensity_shift_probability = 0.15
+  config.augment.intensity_shift = 0.1           # in standard deviations (z-scored input)
+  config.augment.gamma_probability = 0.15
+  config.augment.gamma_range = (0.7, 1.5)
+  config.augment.noise_probability = 0.15
+  config.augment.noise_std = 0.1
 
   config.loss = ml_collections.ConfigDict()
   config.loss.dice_weight = 1.0
@@ -26,27 +66,30 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.seed = 0
-  config.train.num_steps = 500 if variant == '2d' else 300
-  config.train.batch_size = 8 if variant == '2d' else 2
-  config.train.learning_rate = 3e-3
-  config.train.warmup_steps = 50
+  config.train.num_steps = {'2d': 500, '3d': 300, 'brats2d': 100_000, 'brats3d': 50_000}[variant]
+  config.train.batch_size = {'2d': 8, '3d': 2, 'brats2d': 32, 'brats3d': 2}[variant]
+  config.train.learning_rate = 1e-3 if brats else 3e-3
+  config.train.warmup_steps = 1000 if brats else 50
   config.train.weight_decay = 1e-4
   config.train.grad_clip = 1.0
-  config.train.log_every_steps = 20
+  config.train.log_every_steps = 100 if brats else 20
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.every_steps = 100
-  config.eval.batch_size = 16 if variant == '2d' else 2
+  config.eval.every_steps = 5000 if brats else 100
+  config.eval.batch_size = 2 if three_d else 16  # windows per prediction batch
+  config.eval.overlap = 0.5                      # of neighbouring sliding windows
 
   config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every_steps = 200 if variant == '2d' else 100
+  config.checkpoint.every_steps = {'2d': 200, '3d': 100}.get(variant, 1000)
   return config
 
 
 def model_defaults(variant: str | None) -> ml_collections.ConfigDict:
   """Model settings shared by the U-Net and the LSTM-U-Net."""
   model = ml_collections.ConfigDict()
-  model.features = (16, 32, 64, 128) if (variant or '2d') == '2d' else (8, 16, 32, 64)
+  model.features = {'2d': (16, 32, 64, 128), '3d': (8, 16, 32, 64),
+                    'brats2d': (32, 64, 128, 256, 512),
+                    'brats3d': (32, 64, 128, 256, 320)}[variant or '2d']
   model.norm = 'group'              # group | instance | layer | none
   model.activation = 'relu'         # relu | leaky_relu | gelu | silu
   model.upsampling = 'transpose'    # transpose | resize

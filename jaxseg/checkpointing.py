@@ -2,7 +2,9 @@
 
 Layout of a workdir:
   config.json            the config of the run (written once; checked on restart)
-  checkpoints/<step>/    state (params, optimiser state, step) + validation summary
+  splits.json            the case ids of the training and validation splits
+  checkpoints/<step>/    state (params, optimiser state, step), validation summary and
+                         the position of the training data stream
 """
 
 import json
@@ -47,10 +49,12 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, summary: dict) -> None:
-    """Saves state with its validation summary; `summary[BEST_METRIC]` ranks it."""
+  def save(self, step: int, state: Any, summary: dict, data_state: dict) -> None:
+    """Saves state with its validation summary and the position of the training data
+    stream (`data_state`, a grain iterator state); `summary[BEST_METRIC]` ranks it."""
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), summary=ocp.args.JsonSave(summary)),
+        state=ocp.args.StandardSave(state), summary=ocp.args.JsonSave(summary),
+        data_iterator=ocp.args.JsonSave(data_state)),
         metrics={BEST_METRIC: float(summary[BEST_METRIC])})
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
@@ -64,6 +68,11 @@ class Checkpointer:
       raise CheckpointError(f'checkpoint {self.directory}/{step} does not fit this model '
                             f'({first_line[:200]})') from error
     return restored.state, restored.summary
+
+  def data_state(self, step: int) -> dict:
+    """The training data iterator state saved with checkpoint `step`."""
+    return self._manager.restore(step, args=ocp.args.Composite(
+        data_iterator=ocp.args.JsonRestore())).data_iterator
 
   def summary(self, step: int) -> dict:
     return self._manager.restore(step, args=ocp.args.Composite(

@@ -4,33 +4,34 @@ import csv
 import json
 import os
 
-import jax
 import numpy as np
 
 from jaxseg import checkpointing, inference, parallel
 from jaxseg import metrics as metrics_lib
-from jaxseg.data import SegmentationData, eval_batches, load_split
+from jaxseg.data import SegmentationData, load_splits, splits
+from jaxseg.data.regions import region_masks
 from jaxseg.train_state import restore_train_state, setup_model
 
 
-def evaluate(predict_fn, params, data: SegmentationData, batch_size: int, mesh,
+def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size, mesh,
              with_hd95: bool = True) -> tuple[list[dict], dict]:
-  """Per-case rows (one per case, iteration and region) and their summary."""
+  """Per-case rows (one per case, iteration and region) and their summary.
+
+  Whole cases are predicted with sliding windows of `image_size` (inference.py).
+  """
   region_names = [r.name for r in data.regions]
   rows = []
-  case_index = 0
-  for batch, num_real in eval_batches(data, batch_size):
-    masks = predict_fn(params, parallel.shard_batch({'image': batch['image']}, mesh)['image'])
-    masks = np.asarray(jax.device_get(masks))[:, :num_real]  # (T, B, *spatial, R)
-    truths = batch['target'][:num_real] > 0.5
-    for b in range(num_real):
-      for t in range(masks.shape[0]):
-        for r, name in enumerate(region_names):
-          values = metrics_lib.case_metrics(masks[t, b, ..., r], truths[b, ..., r],
-                                            data.spacing, with_hd95)
-          rows.append({'case': data.case_ids[case_index + b], 'iteration': t + 1,
-                       'region': name, **values})
-    case_index += num_real
+  cases = inference.predict_cases(logits_fn, params, data.images, image_size,
+                                  eval_config.batch_size, mesh, eval_config.overlap)
+  for index, logits in cases:
+    masks = logits > 0  # (T, *spatial, R)
+    truths = region_masks(np.asarray(data.labels[index]), data.regions)
+    for t in range(masks.shape[0]):
+      for r, name in enumerate(region_names):
+        values = metrics_lib.case_metrics(masks[t, ..., r], truths[..., r],
+                                          data.spacings[index], with_hd95)
+        rows.append({'case': data.case_ids[index], 'iteration': t + 1, 'region': name,
+                     **values})
   num_iterations = max(r['iteration'] for r in rows)
   summary = metrics_lib.summarize(rows, region_names, num_iterations)
   summary.update(num_cases=len(data), regions=region_names)
@@ -75,12 +76,13 @@ def evaluate_workdir(workdir: str, checkpoint: str, split: str, output_dir: str)
   config = checkpointing.read_config(workdir)
   checkpointer = checkpointing.Checkpointer(workdir, create=False)
   step = _checkpoint_step(checkpointer, checkpoint, workdir)
-  data = load_split(config.data, split)
+  data = load_splits(config.data, (split,), splits.read(workdir))[split]
   model, _, abstract_state = setup_model(config, data)
   mesh = parallel.make_mesh()
   state, _ = restore_train_state(checkpointer, step, abstract_state, parallel.replicated(mesh))
-  predict_fn = inference.make_predict_fn(model, mesh)
-  rows, summary = evaluate(predict_fn, state.params, data, config.eval.batch_size, mesh)
+  logits_fn = inference.make_logits_fn(model, mesh)
+  rows, summary = evaluate(logits_fn, state.params, data, config.eval, config.data.image_size,
+                           mesh)
   summary.update(checkpoint_step=step, split=split, workdir=os.path.abspath(workdir))
   print(f'{config.model.name}, checkpoint step {step} ({checkpoint}), {split} split, '
         f'{len(data)} cases')

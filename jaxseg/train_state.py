@@ -57,7 +57,7 @@ def setup_model(config: ml_collections.ConfigDict, data: SegmentationData):
   `init_state()` builds the initial state; `abstract_state` is its shapes and dtypes.
   """
   model = build_model(config.model, num_outputs=len(data.regions))
-  input_shape = (1, *data.spatial_shape, data.images.shape[-1])
+  input_shape = (1, *config.data.image_size, len(data.channels))
   init_state = functools.partial(create_train_state, model, make_optimizer(config.train),
                                  input_shape, config.train.seed)
   return model, init_state, jax.eval_shape(init_state)

@@ -9,25 +9,35 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from tqdm import tqdm
 
-from jaxseg import checkpointing, evaluation, inference, losses, parallel, preemption
-from jaxseg.data import load_split, train_batches
+from jaxseg import (augment, checkpointing, evaluation, inference, losses, parallel,
+                    preemption)
+from jaxseg.data import load_splits, split_ids, splits, train_batches, train_iterator
 from jaxseg.logs import MetricLogger
-from jaxseg.train_state import (TrainState, learning_rate_schedule,
-                                num_iterations,
+from jaxseg.train_state import (TrainState, init_key, learning_rate_schedule, num_iterations,
                                 restore_train_state, setup_model)
 
 
 def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
-               dice_weight: float, ce_weight: float):
-  """One optimiser update. Returns (new state, scalar metrics of this step)."""
+               dice_weight: float, ce_weight: float, augment_config=None,
+               augment_key: jax.Array | None = None):
+  """One optimiser update. Returns (new state, scalar metrics of this step).
+
+  With `augment_config.enabled`, the batch is augmented first (augment.py), with a key
+  that depends only on `augment_key` and the step, so a resumed run augments alike.
+  """
+  images, targets = batch['image'], batch['target'].astype(jnp.float32)
+  if augment_config is not None and augment_config.enabled:
+    images, targets = augment.augment_batch(jax.random.fold_in(augment_key, state.step),
+                                            images, targets, augment_config)
+
   def loss_fn(params):
-    logits, aux = state.apply_fn({'params': params}, batch['image'])
-    return losses.total_loss(logits, aux, batch['target'], iteration_weights,
-                             dice_weight, ce_weight)
+    logits, aux = state.apply_fn({'params': params}, images)
+    return losses.total_loss(logits, aux, targets, iteration_weights, dice_weight, ce_weight)
 
   (loss, per_iteration), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
@@ -45,6 +55,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'{key} must be at least 1, got {config[section][name]}')
   parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
+  augment.check_config(config.augment)
+  if not 0 <= config.data.foreground_fraction <= 1:
+    raise ValueError('data.foreground_fraction must be in [0, 1], got '
+                     f'{config.data.foreground_fraction}')
   factor = 2**(len(config.model.features) - 1)
   if any(size % factor for size in config.data.image_size):
     raise ValueError(f'data.image_size {tuple(config.data.image_size)} must be divisible by '
@@ -56,34 +70,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   weights = losses.iteration_weights(num_iterations(config.model),
                                      tuple(config.loss.iteration_weights))
+  data = load_splits(config.data)  # bad data stops the run before the workdir is touched
+  train_data, val_data = data['train'], data['val']
   os.makedirs(workdir, exist_ok=True)
   checkpointer = checkpointing.Checkpointer(workdir)
   if checkpointer.latest_step() is not None:
     checkpointing.check_same_model(workdir, config)
-
-  train_data = load_split(config.data, 'train')
-  val_data = load_split(config.data, 'val')
+  splits.record(workdir, split_ids(data))
   model, init_state, abstract_state = setup_model(config, train_data)
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
+  data_state = None
   if checkpointer.latest_step() is not None:
     state, _ = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
                                    replicated)
+    data_state = checkpointer.data_state(checkpointer.latest_step())
     print(f'Resuming from step {int(state.step)} in {workdir}')
   else:
     state = jax.jit(init_state, out_shardings=replicated)()
   checkpointing.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f'{config.model.name}: {num_params:,} parameters; {len(train_data)} training and '
-        f'{len(val_data)} validation cases of shape {train_data.spatial_shape}; '
-        f'{jax.device_count()} {jax.devices()[0].platform} device(s)')
+        f'{len(val_data)} validation cases, training on {tuple(config.data.image_size)} '
+        f'windows; {jax.device_count()} {jax.devices()[0].platform} device(s)')
 
-  step_fn = jax.jit(functools.partial(train_step, iteration_weights=weights,
-                                      dice_weight=config.loss.dice_weight,
-                                      ce_weight=config.loss.ce_weight), donate_argnums=0)
-  predict_fn = inference.make_predict_fn(model, mesh)
-  batches = train_batches(train_data, config.train.batch_size, config.train.seed)
+  step_fn = jax.jit(functools.partial(
+      train_step, iteration_weights=weights, dice_weight=config.loss.dice_weight,
+      ce_weight=config.loss.ce_weight, augment_config=config.augment,
+      augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
+  logits_fn = inference.make_logits_fn(model, mesh)
+  batches = train_iterator(
+      train_batches(train_data, config, jax.process_index(), jax.process_count()),
+      config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
   schedule = learning_rate_schedule(config.train)
   logger = MetricLogger(workdir) if jax.process_index() == 0 else None
 
@@ -93,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window_start, window_steps = time.perf_counter(), 0
   with preemption.SigtermRequest() as sigterm:
     for step in range(start_step, num_steps):
-      batch = parallel.shard_batch(batches[step], mesh)
+      batch = parallel.shard_batch(next(batches), mesh)
       state, step_metrics = step_fn(state, batch)
       completed = step + 1
       window_steps += 1
@@ -113,13 +132,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps or
               sigterm.requested)
       if save or completed % config.eval.every_steps == 0:
-        _, summary = evaluation.evaluate(predict_fn, state.params, val_data,
-                                         config.eval.batch_size, mesh, with_hd95=False)
+        _, summary = evaluation.evaluate(logits_fn, state.params, val_data, config.eval,
+                                         config.data.image_size, mesh, with_hd95=False)
         progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
         if logger:
           logger.write(completed, 'val', _val_scalars(summary))
         if save:
-          checkpointer.save(completed, state, summary)
+          # Every process's stream is at the same position: process 0's state serves all.
+          checkpointer.save(completed, state, summary, batches.get_state())
         window_start, window_steps = time.perf_counter(), 0  # validation is not training time
       if sigterm.requested:
         progress.write(f'SIGTERM: saved the checkpoint of step {completed}; run the same '

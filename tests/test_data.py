@@ -1,7 +1,9 @@
-import numpy as np
+import json
 
-from jaxseg.data import SegmentationData, eval_batches, load_split, train_batches
-from jaxseg.data.regions import BRATS_2023_REGIONS
+import numpy as np
+import pytest
+
+from jaxseg.data import load_splits, train_batches, train_iterator
 from jaxseg.data.synthetic import LABELS, synthetic_case, synthetic_split
 
 
@@ -38,21 +40,38 @@ def test_synthetic_anatomy_2d_and_3d():
 
 
 def test_train_batches_are_a_function_of_the_step(tiny_lstm_config):
-  data = load_split(tiny_lstm_config.data, 'train')
-  stream = train_batches(data, batch_size=3, seed=0)
-  np.testing.assert_array_equal(stream[5]['image'], train_batches(data, 3, 0)[5]['image'])
-  assert stream[5]['target'].shape == (3, 32, 32, 3)
+  config = tiny_lstm_config
+  config.train.batch_size = 3
+  data = load_splits(config.data, ('train',))['train']
+  stream = train_batches(data, config)
+  np.testing.assert_array_equal(stream[5]['image'], train_batches(data, config)[5]['image'])
+  assert stream[5]['target'].shape == (3, 32, 32, 3) and stream[5]['target'].dtype == np.uint8
   # Every case appears once in the first epoch.
   first_epoch = np.concatenate([stream[i]['image'] for i in range(4)])[:len(data)]
   assert len({a.tobytes() for a in first_epoch}) == len(data)
 
 
-def test_eval_batches_cover_each_case_once():
-  images = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1) * np.ones((5, 2, 2, 1), np.float32)
-  data = SegmentationData(images, np.zeros((5, 2, 2), np.uint8), tuple('abcde'), (1.0, 1.0),
-                          BRATS_2023_REGIONS, ('t1',))
-  seen = []
-  for batch, num_real in eval_batches(data, 2):
-    assert batch['image'].shape[0] == 2
-    seen += list(batch['image'][:num_real, 0, 0, 0])
-  assert seen == [0, 1, 2, 3, 4]
+def test_each_process_reads_its_own_part_of_the_global_batch(tiny_lstm_config):
+  config = tiny_lstm_config
+  config.train.batch_size = 4
+  data = load_splits(config.data, ('train',))['train']
+  whole = train_batches(data, config)
+  parts = [train_batches(data, config, process_index=p, process_count=2) for p in range(2)]
+  for step in (0, 3):
+    joined = np.concatenate([part[step]['image'] for part in parts])
+    np.testing.assert_array_equal(joined, whole[step]['image'])
+  with pytest.raises(ValueError, match='train.batch_size=4 does not divide over 3'):
+    train_batches(data, config, process_index=0, process_count=3)
+
+
+def test_iterator_state_resumes_the_stream(tiny_lstm_config):
+  data = load_splits(tiny_lstm_config.data, ('train',))['train']
+  batches = train_batches(data, tiny_lstm_config)
+  iterator = train_iterator(batches, num_workers=0, prefetch=2)
+  for _ in range(3):
+    next(iterator)
+  state = iterator.get_state()
+  expected = next(iterator)
+  resumed = train_iterator(batches, num_workers=0, prefetch=2, state=json.loads(json.dumps(state)))
+  np.testing.assert_array_equal(next(resumed)['image'], expected['image'])
+  np.testing.assert_array_equal(expected['image'], batches[3]['image'])

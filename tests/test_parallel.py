@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from jaxseg import checkpointing, parallel
-from jaxseg.data import load_split
+from jaxseg.data import load_splits
 from jaxseg.train_state import restore_train_state, setup_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +36,7 @@ def _train(workdir, num_devices):
 
 def _final_params(workdir, config):
   checkpointer = checkpointing.Checkpointer(str(workdir), create=False)
-  _, _, abstract_state = setup_model(config, load_split(config.data, 'train'))
+  _, _, abstract_state = setup_model(config, load_splits(config.data)['train'])
   mesh = parallel.make_mesh()
   state, summary = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
                                        parallel.replicated(mesh))

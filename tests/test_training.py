@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxseg import checkpointing, evaluation, losses, parallel
-from jaxseg.data import load_split, train_batches
-from jaxseg.inference import make_predict_fn
+from jaxseg.data import load_splits, train_batches
+from jaxseg.inference import make_logits_fn
 from jaxseg.train_state import setup_model
 from jaxseg.training import train_and_evaluate, train_step
 
@@ -19,17 +19,17 @@ def test_tiny_model_overfits_two_images(tiny_unet_config):
   config.train.num_steps = 150
   config.train.learning_rate = 1e-2
   config.train.warmup_steps = 10
-  data = load_split(config.data, 'train')
+  data = load_splits(config.data, ('train',))['train']
   model, init_state, _ = setup_model(config, data)
   state = init_state()
   step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(1),
                                    dice_weight=1.0, ce_weight=1.0))
-  batch = train_batches(data, 2, 0)[0]
+  batch = train_batches(data, config)[0]
   for _ in range(config.train.num_steps):
     state, _ = step(state, batch)
   mesh = parallel.make_mesh()
-  _, summary = evaluation.evaluate(make_predict_fn(model, mesh), state.params, data, 2, mesh,
-                                   with_hd95=False)
+  _, summary = evaluation.evaluate(make_logits_fn(model, mesh), state.params, data, config.eval,
+                                   config.data.image_size, mesh, with_hd95=False)
   assert summary['dice'] >= 0.9, summary['per_region']
 
 

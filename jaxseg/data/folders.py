@@ -75,15 +75,3 @@ def load_image_folder(root: str, image_size: tuple[int, int]):
                      f'below 16 different values; found values {values[:10].tolist()}...')
   images = np.stack([zscore_in_mask(image, image.sum(-1) != 0) for image in images])
   return images, labels, list(images_by_case), regions
-
-
-def split_cases(case_ids: list[str], split: str, val_fraction: float, seed: int) -> np.ndarray:
-  """Indices of `split`: a seeded permutation of the cases, the first part for validation."""
-  if not 0 < val_fraction < 1:
-    raise ValueError(f'data.val_fraction must be between 0 and 1, got {val_fraction}')
-  order = np.random.default_rng(seed).permutation(len(case_ids))
-  num_val = max(1, round(val_fraction * len(case_ids)))
-  if num_val >= len(case_ids):
-    raise ValueError(f'data.root: {len(case_ids)} case(s) are too few to split into training '
-                     f'and validation (data.val_fraction={val_fraction})')
-  return np.sort(order[:num_val] if split == 'val' else order[num_val:])

@@ -1,0 +1,268 @@
+"""BraTS volumes in NIfTI: layout detection, case discovery, reading and checking.
+
+Three layouts are recognised from the files under `data.root`:
+
+  brats2021   BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair,seg}.nii.gz
+              labels 0, 1 necrotic core, 2 oedema, 4 enhancing tumour
+  brats2023   BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f,seg}.nii.gz
+              labels 0, 1 necrotic core, 2 oedema, 3 enhancing tumour
+  decathlon   imagesTr/BRATS_001.nii.gz (4D), labelsTr/BRATS_001.nii.gz, dataset.json
+              (Medical Segmentation Decathlon Task01): label meanings from dataset.json,
+              by default 1 oedema, 2 non-enhancing tumour, 3 enhancing tumour
+
+Plain `.nii` works too. Whatever the layout, a case is read into channels in the
+order of CHANNELS and labels in one canonical numbering (BraTS 2023's: 1 necrotic /
+non-enhancing core, 2 oedema, 3 enhancing), so the regions WT, TC, ET are derived the
+same way for every layout. `Layout.from_canonical` maps predictions back to the
+layout's own label values. A case without a segmentation is unlabelled.
+
+Every problem with a file raises `DataError` with one line naming the file.
+"""
+
+import dataclasses
+import json
+import os
+import re
+
+import nibabel as nib
+import numpy as np
+
+CHANNELS = ('t1', 't1ce', 't2', 'flair')
+CANONICAL_LABELS = {'necrotic_core': 1, 'oedema': 2, 'enhancing_tumour': 3}
+NIFTI_SUFFIXES = ('.nii.gz', '.nii')
+
+
+class DataError(ValueError):
+  """A problem with the user's data; the message is one line naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  name: str
+  label_values: tuple[int, ...]      # the layout's own label values, background first
+  to_canonical: dict[int, int]       # layout label -> canonical label
+
+  def from_canonical(self, labels: np.ndarray) -> np.ndarray:
+    """Canonical label map -> this layout's label values (for writing predictions)."""
+    lookup = np.zeros(max(CANONICAL_LABELS.values()) + 1, np.uint8)
+    for own, canonical in self.to_canonical.items():
+      lookup[canonical] = own
+    return lookup[labels]
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseFiles:
+  """The files of one case: one per channel (or one 4D file), and the segmentation."""
+  case_id: str
+  images: tuple[str, ...]        # CHANNELS order; a single 4D file for the decathlon
+  seg: str | None                # None: unlabelled
+  channel_index: tuple[int, ...] = ()  # decathlon: the 4D volume's index of each channel
+
+  @property
+  def files(self) -> tuple[str, ...]:
+    return self.images + ((self.seg,) if self.seg else ())
+
+
+BRATS_2021 = Layout('brats2021', (0, 1, 2, 4), {0: 0, 1: 1, 2: 2, 4: 3})
+BRATS_2023 = Layout('brats2023', (0, 1, 2, 3), {0: 0, 1: 1, 2: 2, 3: 3})
+# Per-case file suffixes of each channel (CHANNELS order) for the two BraTS layouts.
+_SUFFIXES = {'brats2021': ('_t1', '_t1ce', '_t2', '_flair', '_seg'),
+             'brats2023': ('-t1n', '-t1c', '-t2w', '-t2f', '-seg')}
+# Decathlon modality names -> CHANNELS; label names -> canonical labels.
+_MODALITY_NAMES = {'t1': 't1', 't1w': 't1', 't1n': 't1', 't1gd': 't1ce', 't1ce': 't1ce',
+                   't1c': 't1ce', 't2': 't2', 't2w': 't2', 'flair': 'flair', 't2f': 'flair'}
+_LABEL_PATTERNS = (('non-enhancing|necro', 1), ('edema|oedema', 2), ('enhancing', 3))
+
+
+def _nifti_stem(name: str) -> str | None:
+  for suffix in NIFTI_SUFFIXES:
+    if name.endswith(suffix) and not name.startswith('._'):  # '._x': macOS metadata
+      return name[:-len(suffix)]
+  return None
+
+
+def _find(directory: str, stem: str) -> str | None:
+  for suffix in NIFTI_SUFFIXES:
+    path = os.path.join(directory, stem + suffix)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def detect_layout(root: str) -> str | None:
+  """'brats2021', 'brats2023', 'decathlon', 'folders' or None (nothing recognised)."""
+  if os.path.isfile(os.path.join(root, 'dataset.json')) and (
+      os.path.isdir(os.path.join(root, 'imagesTr')) or
+      os.path.isdir(os.path.join(root, 'imagesTs'))):
+    return 'decathlon'
+  if os.path.isdir(os.path.join(root, 'images')):
+    return 'folders'
+  for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    if not entry.is_dir():
+      continue
+    for name in os.listdir(entry.path):
+      stem = _nifti_stem(name)
+      for layout, suffixes in _SUFFIXES.items():
+        if stem and stem.startswith(entry.name) and stem[len(entry.name):] in suffixes:
+          return layout
+  return None
+
+
+def discover(root: str) -> tuple[Layout, list[CaseFiles], list[tuple[str, str]]]:
+  """(layout, cases, problems) of the data set under `root`.
+
+  `problems` lists (case id, one-line message) of cases that cannot be used (a missing
+  modality, say); the caller decides whether they are fatal or skipped.
+  """
+  if not os.path.isdir(root):
+    raise DataError(f'data.root: {root} is not a directory')
+  if not os.listdir(root):
+    raise DataError(f'data.root: {root} is empty')
+  layout = detect_layout(root)
+  if layout is None:
+    raise DataError(
+        f'data.root: {root}: no known layout (expected BraTS 2021 case folders with '
+        '*_t1ce.nii.gz, BraTS 2023 case folders with *-t1c.nii.gz, a decathlon folder with '
+        'dataset.json and imagesTr/, or 2D images/ and masks/ folders)')
+  if layout == 'decathlon':
+    return _discover_decathlon(root)
+  if layout == 'folders':
+    raise AssertionError('2D image folders are read by jaxseg.data.folders')
+  return _discover_brats(root, layout)
+
+
+def _discover_brats(root: str, layout: str):
+  suffixes = _SUFFIXES[layout]
+  cases, problems = [], []
+  for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    if not entry.is_dir() or entry.name.startswith('.'):
+      continue
+    found = [_find(entry.path, entry.name + suffix) for suffix in suffixes]
+    if not any(found):
+      continue  # not a case folder
+    missing = [CHANNELS[i] for i, path in enumerate(found[:4]) if path is None]
+    if missing:
+      expected = entry.name + suffixes[CHANNELS.index(missing[0])] + '.nii.gz'
+      problems.append((entry.name, f'{entry.path}: missing {", ".join(missing)} image '
+                                    f'({expected})'))
+      continue
+    cases.append(CaseFiles(entry.name, tuple(found[:4]), found[4]))
+  if not cases and not problems:
+    raise DataError(f'data.root: {root}: no case folders found')
+  return (BRATS_2021 if layout == 'brats2021' else BRATS_2023), cases, problems
+
+
+def _discover_decathlon(root: str):
+  json_path = os.path.join(root, 'dataset.json')
+  try:
+    with open(json_path) as f:
+      description = json.load(f)
+    modalities = {int(k): str(v).lower() for k, v in description['modality'].items()}
+    label_names = {int(k): str(v).lower() for k, v in description['labels'].items()}
+  except (OSError, ValueError, KeyError, AttributeError) as error:
+    raise DataError(f'{json_path}: not a decathlon dataset.json with "modality" and '
+                    f'"labels" ({type(error).__name__}: {error})') from error
+  by_channel = {_MODALITY_NAMES.get(name): index for index, name in modalities.items()}
+  missing = [c for c in CHANNELS if c not in by_channel]
+  if missing:
+    raise DataError(f'{json_path}: modalities {sorted(modalities.values())} lack '
+                    f'{", ".join(missing)}')
+  to_canonical = {0: 0}
+  for value, name in label_names.items():
+    if value == 0:
+      continue
+    canonical = next((c for pattern, c in _LABEL_PATTERNS if re.search(pattern, name)), None)
+    if canonical is None:
+      raise DataError(f'{json_path}: label {value} {name!r} is not a BraTS tumour '
+                      'sub-region (oedema, non-enhancing/necrotic, enhancing)')
+    to_canonical[value] = canonical
+  layout = Layout('decathlon', tuple(sorted(to_canonical)), to_canonical)
+  channel_index = tuple(by_channel[c] for c in CHANNELS)
+
+  cases = []
+  for images_dir, labels_dir in (('imagesTr', 'labelsTr'), ('imagesTs', None)):
+    directory = os.path.join(root, images_dir)
+    if not os.path.isdir(directory):
+      continue
+    for name in sorted(os.listdir(directory)):
+      stem = _nifti_stem(name)
+      if stem is None:
+        continue
+      seg = _find(os.path.join(root, labels_dir), stem) if labels_dir else None
+      cases.append(CaseFiles(stem, (os.path.join(directory, name),), seg, channel_index))
+  if not cases:
+    raise DataError(f'data.root: {root}: no NIfTI images in imagesTr/ or imagesTs/')
+  return layout, cases, []
+
+
+def _load(path: str) -> nib.Nifti1Image:
+  try:
+    return nib.load(path)
+  except Exception as error:  # nibabel raises many types for damaged files
+    raise DataError(f'{path}: unreadable NIfTI ({type(error).__name__}: {error})') from error
+
+
+def _voxels(image: nib.Nifti1Image, path: str, dtype) -> np.ndarray:
+  try:
+    data = np.asarray(image.dataobj, dtype=dtype)
+  except Exception as error:  # truncated gzip: EOFError, zlib.error, OSError...
+    raise DataError(f'{path}: unreadable or truncated NIfTI data '
+                    f'({type(error).__name__}: {error})') from error
+  if dtype != np.uint8:
+    bad = np.count_nonzero(~np.isfinite(data))
+    if bad:
+      raise DataError(f'{path}: {bad} NaN or infinite voxel(s)')
+  return data
+
+
+def read_case(case: CaseFiles, layout: Layout):
+  """(image (*spatial, C) float32, labels (*spatial) uint8 canonical or None, reference
+  NIfTI image (geometry and header of the case)) of one case, checked."""
+  reference = _load(case.images[0])
+  if case.channel_index:  # decathlon: one 4D file
+    volume = _voxels(reference, case.images[0], np.float32)
+    if volume.ndim != 4 or volume.shape[-1] <= max(case.channel_index):
+      raise DataError(f'{case.images[0]}: expected a 4D volume with '
+                      f'{max(case.channel_index) + 1} modalities, got shape {volume.shape}')
+    image = volume[..., list(case.channel_index)]
+    reference = nib.Nifti1Image(volume[..., 0], reference.affine, reference.header)
+  else:
+    channels = []
+    for path in case.images:
+      nifti = reference if path == case.images[0] else _load(path)
+      _check_geometry(nifti, path, reference, case.images[0])
+      channels.append(_voxels(nifti, path, np.float32))
+    image = np.stack(channels, axis=-1)
+  if image.ndim != 4:
+    raise DataError(f'{case.images[0]}: expected a 3D volume, got shape {image.shape[:-1]}')
+  labels = None
+  if case.seg:
+    nifti = _load(case.seg)
+    _check_geometry(nifti, case.seg, reference, case.images[0])
+    raw = _voxels(nifti, case.seg, np.float32)
+    values = np.unique(raw)
+    unknown = [v for v in values.tolist() if v not in layout.to_canonical]
+    if unknown:
+      raise DataError(f'{case.seg}: label value(s) {_short(unknown)} are not labels of the '
+                      f'{layout.name} layout {sorted(layout.to_canonical)}')
+    lookup = np.zeros(int(values.max()) + 1, np.uint8)
+    for own, canonical in layout.to_canonical.items():
+      if own < len(lookup):
+        lookup[own] = canonical
+    labels = lookup[raw.astype(np.int64)]
+  return image, labels, reference
+
+
+def _check_geometry(nifti, path: str, reference, reference_path: str) -> None:
+  shape, expected = nifti.shape[:3], reference.shape[:3]
+  if shape != expected or len(nifti.shape) != 3:
+    raise DataError(f'{path}: shape {nifti.shape} differs from {expected} of '
+                    f'{os.path.basename(reference_path)}')
+  if not np.allclose(nifti.affine, reference.affine, atol=1e-3):
+    raise DataError(f'{path}: affine (voxel-to-world orientation) differs from that of '
+                    f'{os.path.basename(reference_path)}')
+
+
+def _short(values: list) -> str:
+  text = ', '.join(f'{v:g}' for v in values[:5])
+  return text + (', ...' if len(values) > 5 else '')

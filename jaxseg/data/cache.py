@@ -1,0 +1,214 @@
+"""Preprocessing of NIfTI data sets, done once per case and cached on disk.
+
+Each case is cropped to the bounding box of its brain (voxels non-zero in any
+channel), z-scored per channel over the brain, and written as `.npy` arrays that
+training memory-maps, with `meta.json` holding what is needed to put predictions back
+into the original geometry (source files, original shape, affine, crop box).
+
+An entry's directory name contains a hash of its source files (path, size, mtime),
+the layout's label mapping and CACHE_VERSION, so a changed file or setting never
+reuses a stale entry. Entries are written into a temporary directory and renamed
+into place, so an interrupted run never leaves a half-written entry that is trusted.
+Nothing is written next to the source data.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxseg.data import brats
+
+CACHE_VERSION = 1
+# Foreground voxels remembered per label for oversampling (as nnU-Net's class locations).
+MAX_FOREGROUND_VOXELS = 10_000
+
+
+def cache_directory(configured: str | None) -> str:
+  """data.cache_dir, else $JAXSEG_CACHE_DIR, else ~/.cache/jaxseg."""
+  if configured:
+    return os.path.abspath(os.path.expanduser(configured))
+  if os.environ.get('JAXSEG_CACHE_DIR'):
+    return os.path.abspath(os.path.expanduser(os.environ['JAXSEG_CACHE_DIR']))
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
+  return os.path.join(base, 'jaxseg')
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedCase:
+  """One preprocessed case on disk; arrays are memory-mapped when read."""
+  case_id: str
+  directory: str
+
+  @property
+  def meta(self) -> dict:
+    with open(os.path.join(self.directory, 'meta.json')) as f:
+      return json.load(f)
+
+  def array(self, name: str) -> np.ndarray:
+    return np.load(os.path.join(self.directory, f'{name}.npy'), mmap_mode='r')
+
+  @property
+  def labelled(self) -> bool:
+    return os.path.exists(os.path.join(self.directory, 'labels.npy'))
+
+
+def _entry_name(case: brats.CaseFiles, layout: brats.Layout) -> str:
+  files = [(os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in case.files]
+  key = json.dumps({'version': CACHE_VERSION, 'files': files, 'layout': layout.name,
+                    'labels': sorted(layout.to_canonical.items()),
+                    'channels': list(case.channel_index)})
+  safe_id = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in case.case_id)
+  return f'{safe_id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}'
+
+
+def brain_crop(image: np.ndarray) -> tuple[slice, ...]:
+  """Bounding box of the voxels that are non-zero in any channel of (*spatial, C)."""
+  brain = np.any(image != 0, axis=-1)
+  if not brain.any():
+    raise brats.DataError('every voxel is zero')
+  box = []
+  for axis in range(brain.ndim):
+    hits = np.flatnonzero(np.any(brain, axis=tuple(a for a in range(brain.ndim) if a != axis)))
+    box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+  return tuple(box)
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+  """Per-channel z-score over brain voxels (non-zero in any channel); background 0."""
+  brain = np.any(image != 0, axis=-1)
+  out = np.zeros_like(image, dtype=np.float32)
+  for c in range(image.shape[-1]):
+    values = image[..., c][brain]
+    out[..., c][brain] = (values - values.mean()) / max(float(values.std()), 1e-8)
+  return out
+
+
+def foreground_voxels(labels: np.ndarray, seed: int) -> np.ndarray:
+  """(K, 1 + ndim) int32 rows [label, *index]: up to MAX_FOREGROUND_VOXELS per label."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for value in np.unique(labels[labels > 0]):
+    where = np.argwhere(labels == value)
+    if len(where) > MAX_FOREGROUND_VOXELS:
+      where = where[np.sort(rng.choice(len(where), MAX_FOREGROUND_VOXELS, replace=False))]
+    rows.append(np.concatenate([np.full((len(where), 1), value), where], axis=1))
+  return (np.concatenate(rows) if rows else np.zeros((0, 1 + labels.ndim))).astype(np.int32)
+
+
+def preprocess_case(case: brats.CaseFiles, layout: brats.Layout, directory: str) -> None:
+  """Reads, checks, crops and normalises one case into the entry `directory`."""
+  image, labels, reference = brats.read_case(case, layout)
+  try:
+    box = brain_crop(image)
+  except brats.DataError as error:
+    raise brats.DataError(f'{case.images[0]}: {error}') from None
+  image = normalise(image[box])
+  meta = {'case_id': case.case_id, 'layout': layout.name, 'images': list(case.images),
+          'seg': case.seg, 'original_shape': list(reference.shape[:3]),
+          'affine': np.asarray(reference.affine).tolist(),
+          'spacing': [float(z) for z in reference.header.get_zooms()[:3]],
+          'crop_start': [s.start for s in box], 'crop_stop': [s.stop for s in box]}
+  parent = os.path.dirname(directory)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.partial-', dir=parent)
+  try:
+    np.save(os.path.join(staging, 'image.npy'), image)
+    if labels is not None:
+      labels = labels[box]
+      np.save(os.path.join(staging, 'labels.npy'), labels)
+      seed = int.from_bytes(hashlib.sha256(case.case_id.encode()).digest()[:4], 'little')
+      np.save(os.path.join(staging, 'foreground.npy'), foreground_voxels(labels, seed))
+    with open(os.path.join(staging, 'meta.json'), 'w') as f:
+      json.dump(meta, f, indent=1)
+    os.rename(staging, directory)  # atomic: the entry appears complete or not at all
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+
+
+def _preprocess_or_error(case, layout, directory) -> str | None:
+  """Worker entry point: None on success, else the one-line problem."""
+  try:
+    preprocess_case(case, layout, directory)
+  except brats.DataError as error:
+    return str(error)
+  except FileExistsError:
+    pass  # another process finished the same entry first
+  return None
+
+
+def prepare(root: str, cache_dir: str | None, num_workers: int, skip_bad_cases: bool
+            ) -> tuple[brats.Layout, list[CachedCase]]:
+  """Discovers, checks and preprocesses (where not cached yet) every case under `root`.
+
+  A bad case raises DataError naming its file, before any case is trained on; with
+  `skip_bad_cases` every bad case is listed on stderr and left out instead.
+  """
+  root = os.path.abspath(os.path.expanduser(root))
+  layout, cases, problems = brats.discover(root)
+  entries_dir = os.path.join(cache_directory(cache_dir), 'cases')
+  if os.path.commonpath([entries_dir, root]) == root:
+    raise brats.DataError(f'data.cache_dir: {entries_dir} is inside data.root; the source '
+                          'directory is never written, choose another cache directory')
+  entries = {case.case_id: os.path.join(entries_dir, _entry_name(case, layout))
+             for case in cases}
+  todo = [case for case in cases if not os.path.isdir(entries[case.case_id])]
+  if problems and not skip_bad_cases:
+    raise brats.DataError(_problem_line(problems))
+  if todo:
+    problems += _run_all(todo, layout, entries, num_workers, stop_early=not skip_bad_cases)
+  if problems and not skip_bad_cases:
+    raise brats.DataError(_problem_line(problems))
+  for _, message in problems:
+    print(f'warning: skipping bad case: {message}', file=sys.stderr)
+  bad = {case_id for case_id, _ in problems}
+  kept = [CachedCase(c.case_id, entries[c.case_id]) for c in cases if c.case_id not in bad]
+  if not kept:
+    raise brats.DataError(f'data.root: {root}: no usable cases')
+  return layout, kept
+
+
+def _problem_line(problems: list[tuple[str, str]]) -> str:
+  more = f'{len(problems) - 1} more bad case(s); ' if len(problems) > 1 else ''
+  return f'{problems[0][1]} ({more}--config.data.skip_bad_cases=True skips bad cases)'
+
+
+def _run_all(todo, layout, entries, num_workers: int, stop_early: bool):
+  """Preprocesses `todo` in `num_workers` processes (0: here); returns the problems."""
+  problems = []
+  progress = tqdm(total=len(todo), desc='preprocess', unit='case', dynamic_ncols=True)
+  if num_workers <= 0 or len(todo) == 1:
+    for case in todo:
+      problem = _preprocess_or_error(case, layout, entries[case.case_id])
+      progress.update(1)
+      if problem:
+        problems.append((case.case_id, problem))
+        if stop_early:
+          break
+  else:
+    # 'spawn': forking a process that has started JAX's thread pools is unsafe.
+    context = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(min(num_workers, len(todo)),
+                                                mp_context=context) as pool:
+      futures = {pool.submit(_preprocess_or_error, case, layout, entries[case.case_id]): case
+                 for case in todo}
+      for future in concurrent.futures.as_completed(futures):
+        progress.update(1)
+        problem = future.result()
+        if problem:
+          problems.append((futures[future].case_id, problem))
+          if stop_early:
+            for other in futures:
+              other.cancel()
+            break
+  progress.close()
+  return problems

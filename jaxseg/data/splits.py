@@ -1,0 +1,63 @@
+"""Deterministic train/validation splits by case, and the record of them in the workdir.
+
+Cases are ordered by id and permuted with `data.seed`; then either the first
+`data.val_fraction` of them validate, or, with `data.num_folds` = k > 0, fold
+`data.fold` of k near-equal folds does (as nnU-Net's 5-fold cross-validation). A case
+is never in both. The split of a run is written to `<workdir>/splits.json`; a restart
+whose data would split differently is an error, and eval.py scores the recorded split.
+"""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+SPLITS_FILE = 'splits.json'
+
+
+def split_case_ids(case_ids, data_config: ml_collections.ConfigDict) -> dict[str, list[str]]:
+  """{'train': [...], 'val': [...]} of the (labelled) case ids."""
+  case_ids = sorted(case_ids)
+  order = np.random.default_rng(data_config.seed).permutation(len(case_ids))
+  num_folds, fold = data_config.num_folds, data_config.fold
+  if num_folds:
+    if not 2 <= num_folds <= len(case_ids):
+      raise ValueError(f'data.num_folds={num_folds}: need between 2 and the number of '
+                       f'labelled cases ({len(case_ids)})')
+    if not 0 <= fold < num_folds:
+      raise ValueError(f'data.fold={fold}: must be in 0..{num_folds - 1}')
+    val = np.array_split(order, num_folds)[fold]
+  else:
+    fraction = data_config.val_fraction
+    if not 0 < fraction < 1:
+      raise ValueError(f'data.val_fraction must be between 0 and 1, got {fraction}')
+    num_val = max(1, round(fraction * len(case_ids)))
+    if num_val >= len(case_ids):
+      raise ValueError(f'data.root: {len(case_ids)} labelled case(s) are too few to split '
+                       f'into training and validation (data.val_fraction={fraction})')
+    val = order[:num_val]
+  val_ids = {case_ids[i] for i in val}
+  return {'train': [c for c in case_ids if c not in val_ids],
+          'val': [c for c in case_ids if c in val_ids]}
+
+
+def record(workdir: str, splits: dict[str, list[str]]) -> None:
+  """Writes splits.json, or checks that it agrees with the one already there."""
+  path = os.path.join(workdir, SPLITS_FILE)
+  saved = read(workdir)
+  if saved is not None and saved != splits:
+    changed = next(name for name in splits if saved.get(name) != splits[name])
+    raise ValueError(f'{path}: the {changed} cases differ from those this run started with '
+                     '(did data.root, data.seed or the fold change?); use a new --workdir')
+  if saved is None:
+    with open(path, 'w') as f:
+      json.dump(splits, f, indent=1)
+
+
+def read(workdir: str) -> dict[str, list[str]] | None:
+  path = os.path.join(workdir, SPLITS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

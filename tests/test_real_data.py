@@ -1,0 +1,87 @@
+"""train.py then eval.py on NIfTI data sets of each BraTS layout and on the 2D seed images,
+as a user runs them: `--config.data.root=...`."""
+
+import json
+import os
+
+import pytest
+
+from nifti_fixtures import make_dataset, snapshot
+from test_cli import ROOT, assert_one_line_error, run
+
+SEED_2D = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'seed_2d')
+TINY = ['--config.model.features=(4, 8)', '--config.train.num_steps=2',
+        '--config.train.batch_size=2', '--config.train.warmup_steps=1',
+        '--config.eval.every_steps=2', '--config.checkpoint.every_steps=2',
+        '--config.train.log_every_steps=1']
+
+LAYOUT_RUNS = {
+    # 3D LSTM-U-Net on patches, with augmentation, in-process data loading.
+    'brats2021': ['--config=configs/lstm_unet.py:3d', '--config.data.image_size=(16, 16, 16)',
+                  '--config.model.num_iterations=2', '--config.eval.batch_size=2',
+                  '--config.augment.enabled=True', '--config.data.num_workers=0'],
+    # 2D U-Net on axial slices of the volumes.
+    'brats2023': ['--config=configs/unet.py', '--config.data.image_size=(16, 16)',
+                  '--config.eval.batch_size=16', '--config.data.num_workers=0'],
+    # 2D LSTM-U-Net, preprocessing and loading in worker processes.
+    'decathlon': ['--config=configs/lstm_unet.py', '--config.data.image_size=(16, 16)',
+                  '--config.model.num_iterations=2', '--config.eval.batch_size=16',
+                  '--config.data.num_workers=2'],
+}
+
+
+@pytest.mark.parametrize('layout', sorted(LAYOUT_RUNS))
+def test_train_then_eval_on_each_layout(tmp_path, layout):
+  data = tmp_path / 'data'
+  make_dataset(str(data), layout, num_cases=4, num_unlabelled=1)
+  before = snapshot(str(data))
+  workdir = tmp_path / 'run'
+  common = [f'--config.data.root={data}', f'--config.data.cache_dir={tmp_path / "cache"}']
+  code, out, err = run('train.py', *LAYOUT_RUNS[layout], *TINY, *common, f'--workdir={workdir}')
+  assert code == 0, err
+  assert 'Final validation' in out
+  with open(workdir / 'splits.json') as f:
+    split = json.load(f)
+  assert (len(split['train']), len(split['val'])) == (3, 1)  # 4 labelled cases, 30% validate
+
+  code, out, err = run('eval.py', f'--workdir={workdir}')
+  assert code == 0, err
+  assert 'val Dice' in out
+  with open(workdir / 'metrics.json') as f:
+    metrics = json.load(f)
+  assert metrics['num_cases'] == 1 and set(metrics['per_region']) == {'WT', 'TC', 'ET'}
+  assert snapshot(str(data)) == before  # nothing written into the data directory
+
+
+def test_bad_case_stops_training_before_any_step(tmp_path):
+  data = tmp_path / 'data'
+  make_dataset(str(data), 'brats2023', num_cases=3)
+  os.remove(data / 'BraTS-GLI-00002-000' / 'BraTS-GLI-00002-000-t2f.nii.gz')
+  args = [*LAYOUT_RUNS['brats2023'], *TINY, f'--config.data.root={data}',
+          f'--config.data.cache_dir={tmp_path / "cache"}', f'--workdir={tmp_path / "run"}']
+  code, _, err = run('train.py', *args)
+  assert_one_line_error(code, err, 'BraTS-GLI-00002-000: missing flair image',
+                        'skip_bad_cases')
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+  code, out, err = run('train.py', *args, '--config.data.skip_bad_cases=True')
+  assert code == 0, err
+  assert 'skipping bad case' in err and 'Final validation' in out
+
+
+def test_unknown_data_root_is_one_line(tmp_path):
+  code, _, err = run('train.py', '--config=configs/unet.py', f'--config.data.root={tmp_path}/x',
+                     f'--workdir={tmp_path / "run"}')
+  assert_one_line_error(code, err, 'data.root', 'is not a directory')
+
+
+@pytest.mark.skipif(not os.path.isdir(SEED_2D), reason='shared/data/seed_2d not beside the repo')
+def test_seed_2d_train_then_eval_reports_the_four_metrics(tmp_path):
+  workdir = tmp_path / 'run'
+  code, out, err = run('train.py', '--config=configs/unet.py', f'--config.data.root={SEED_2D}',
+                       '--config.data.image_size=(32, 32)', *TINY, f'--workdir={workdir}')
+  assert code == 0, err
+  assert '7 training and 3 validation cases' in out
+  code, out, err = run('eval.py', f'--workdir={workdir}')
+  assert code == 0, err
+  header = next(line for line in out.splitlines() if line.strip().startswith('iteration'))
+  assert header.split()[2:6] == ['dice', 'jaccard', 'recall', 'precision']
