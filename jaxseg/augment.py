@@ -81,8 +81,9 @@ def apply_affine(volume: jax.Array, matrix: jax.Array) -> jax.Array:
   return jax.vmap(resample, in_axes=-1, out_axes=-1)(volume)
 
 
-# Rows of the table of uniform draws that one sample gets: [row, 0, 0] (per axis for
-# flips) decides whether the transform happens, [row, 1] gives its per-channel amounts.
+# Rows of the table of uniform draws that one sample gets: [row, 0, 0] decides whether
+# the transform happens (flips: [FLIP, 0, axis]); [row, 1] gives its amounts (per
+# channel; the angles and the zoom for ROTATE and SCALE).
 FLIP, ROTATE, SCALE, INTENSITY_SCALE, SHIFT, GAMMA, NOISE = range(7)
 
 
@@ -104,7 +105,7 @@ def _augment_sample(keys, image, target, aug):
   """One sample: image (*spatial, C), target (*spatial, R); keys (2,) for draws and noise."""
   n, channels = image.ndim - 1, image.shape[-1]
   # One uniform call for every scalar: each jax.random call adds compile time on XLA:CPU.
-  u = jax.random.uniform(keys[0], (7, 2, max(3, channels)))
+  u = jax.random.uniform(keys[0], (7, 2, max(3, channels)))  # 3: axes and 3D angles
 
   if aug.flip_probability > 0:  # static: a probability of 0 leaves it out of the program
     for axis in range(n):
@@ -144,7 +145,10 @@ def _augment_sample(keys, image, target, aug):
 
 def augment_batch(key: jax.Array, images: jax.Array, targets: jax.Array,
                   aug) -> tuple[jax.Array, jax.Array]:
-  """Augmented (images, targets): (B, *spatial, C) float z-scores, (B, *spatial, R) 0/1."""
+  """Augmented (images, targets): (B, *spatial, C) float z-scores, (B, *spatial, R) 0/1.
+
+  `aug` is the augment ConfigDict; its values are static (a new one recompiles).
+  """
   if not aug.enabled:
     return images, targets
   if images.ndim not in (4, 5) or images.shape[:-1] != targets.shape[:-1]:

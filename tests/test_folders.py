@@ -56,6 +56,13 @@ def test_bad_folders_name_the_file(tmp_path):
     load_image_folder(str(tmp_path), (20, 20))
 
 
+def test_empty_image_folder_is_named(tmp_path):
+  (tmp_path / 'images').mkdir()
+  (tmp_path / 'masks').mkdir()
+  with pytest.raises(ValueError, match=r'no images \(.png.*\) in .*images'):
+    load_image_folder(str(tmp_path), (20, 20))
+
+
 @pytest.mark.skipif(not os.path.isdir(SEED_2D), reason='shared/data/seed_2d not beside the repo')
 def test_seed_2d_loads_7_train_3_val(tiny_unet_config):
   config = tiny_unet_config

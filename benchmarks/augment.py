@@ -1,0 +1,153 @@
+"""Spatial augmentation (rotation + zoom) on the device against the host, on this machine.
+
+  python benchmarks/augment.py [--runs=5]
+
+Decides where augmentation runs: inside the jitted step (jaxseg.augment on XLA:CPU) or
+in the host input pipeline (scipy.ndimage). Both resample 4 image and 3 target channels
+per sample with order-1 interpolation about the patch centre, zeros outside, targets
+thresholded at 0.5. (a) jit-compiled `augment_batch` with rotation_probability =
+scale_probability = 1 (all else off); (b) `scipy.ndimage.affine_transform` per sample and
+channel in one thread, as one data-loader worker would. Times are medians after warm-up.
+"""
+
+import functools
+import os
+import platform
+import statistics
+import sys
+import time
+
+from jaxseg.xla_flags import apply_default_flags
+
+apply_default_flags()  # before JAX starts its CPU backend
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import scipy
+from scipy import ndimage
+
+from jaxseg import augment
+
+jax.config.update('jax_default_prng_impl', 'rbg')
+
+CASES = [('3D', 2, (128, 128, 128)), ('2D', 4, (240, 240))]  # name, batch, spatial
+IMAGE_CHANNELS, TARGET_CHANNELS = 4, 3
+
+
+def spatial_only_config() -> ml_collections.ConfigDict:
+  aug = ml_collections.ConfigDict({
+      'enabled': True, 'flip_probability': 0.0,
+      'rotation_probability': 1.0, 'rotation_degrees': 15.0,
+      'scale_probability': 1.0, 'scale_range': (0.85, 1.25),
+      'intensity_scale_probability': 0.0, 'intensity_scale_range': (0.75, 1.25),
+      'intensity_shift_probability': 0.0, 'intensity_shift': 0.1,
+      'gamma_probability': 0.0, 'gamma_range': (0.7, 1.5),
+      'noise_probability': 0.0, 'noise_std': 0.1})
+  augment.check_config(aug)
+  return aug
+
+
+def make_batch(batch, spatial, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(batch, *spatial, IMAGE_CHANNELS)).astype(np.float32)
+  targets = (rng.random((batch, *spatial, TARGET_CHANNELS)) < 0.2).astype(np.float32)
+  return images, targets
+
+
+def timed(fn, runs):
+  """(median wall seconds, CPU seconds per wall second: the cores used) of fn()."""
+  walls, cpus = [], []
+  for _ in range(runs):
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    walls.append(time.perf_counter() - wall)
+    cpus.append(time.process_time() - cpu)
+  return statistics.median(walls), sum(cpus) / sum(walls)
+
+
+def time_device(images, targets, runs):
+  """(compile seconds, median seconds per batch, cores used) of the jitted augment_batch."""
+  fn = jax.jit(functools.partial(augment.augment_batch, aug=spatial_only_config()))
+  images, targets = jax.device_put(images), jax.device_put(targets)
+  key = jax.random.key(0)
+  start = time.perf_counter()
+  compiled = fn.lower(key, images, targets).compile()
+  compile_seconds = time.perf_counter() - start
+  jax.block_until_ready(compiled(key, images, targets))  # warm-up
+  # The same key each run: every sample is rotated and zoomed anyway.
+  return (compile_seconds,
+          *timed(lambda: jax.block_until_ready(compiled(key, images, targets)), runs))
+
+
+def host_affine(volume, matrix, target=False):
+  """scipy's counterpart of augment.apply_affine for one channel (*spatial)."""
+  centre = (np.array(volume.shape) - 1) / 2
+  # 'grid-constant' is the constant mode that jax.scipy.ndimage implements.
+  out = ndimage.affine_transform(volume, matrix, centre - matrix @ centre, order=1,
+                                 mode='grid-constant', cval=0.0)
+  return (out >= 0.5).astype(volume.dtype) if target else out
+
+
+def host_spatial(images, targets, matrices):
+  out_images, out_targets = np.empty_like(images), np.empty_like(targets)
+  for b, matrix in enumerate(matrices):
+    for c in range(images.shape[-1]):
+      out_images[b, ..., c] = host_affine(images[b, ..., c], matrix)
+    for r in range(targets.shape[-1]):
+      out_targets[b, ..., r] = host_affine(targets[b, ..., r], matrix, target=True)
+  return out_images, out_targets
+
+
+def random_matrices(batch, rank, aug, seed=0):
+  rng = np.random.default_rng(seed)
+  limit = np.radians(aug.rotation_degrees)
+  return [np.asarray(augment.affine_matrix(
+      jnp.asarray(rng.uniform(-limit, limit, 1 if rank == 2 else 3), jnp.float32),
+      rng.uniform(*aug.scale_range))) for _ in range(batch)]
+
+
+def time_host(images, targets, runs):
+  matrices = random_matrices(len(images), images.ndim - 2, spatial_only_config())
+  host_spatial(images[:1], targets[:1], matrices[:1])  # warm-up
+  return timed(lambda: host_spatial(images, targets, matrices), runs)
+
+
+def max_difference(images, targets):
+  """Largest |device - host| image value for one sample and one matrix (same transform?)."""
+  matrix = random_matrices(1, images.ndim - 2, spatial_only_config(), seed=1)[0]
+  device = jax.jit(augment.apply_affine)(images[0], matrix)
+  host, _ = host_spatial(images[:1], targets[:1], [matrix])
+  return float(np.abs(np.asarray(device) - host[0]).max())
+
+
+def main():
+  runs = 5
+  for arg in sys.argv[1:]:
+    if arg.startswith('--runs='):
+      runs = int(arg.split('=')[1])
+  print(f'python {platform.python_version()}, jax {jax.__version__}, numpy '
+        f'{np.__version__}, scipy {scipy.__version__}; {os.cpu_count()} CPUs '
+        f'({platform.machine()}), JAX devices {jax.devices()}')
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}; PRNG {jax.config.jax_default_prng_impl}")
+  print(f'{IMAGE_CHANNELS} image + {TARGET_CHANNELS} target channels, order 1, '
+        f'median of {runs} runs after warm-up')
+  for name, batch, spatial in CASES:
+    images, targets = make_batch(batch, spatial)
+    shape = f'{batch}x{"x".join(map(str, spatial))}'
+    compile_seconds, device, device_cores = time_device(images, targets, runs)
+    host, host_cores = time_host(images, targets, runs)
+    print(f'\n{name} batch {shape}:')
+    for label, seconds, cores in [
+        (f'(a) device, jit augment_batch (compile {compile_seconds:.2f} s)', device,
+         device_cores),
+        ('(b) host, scipy affine_transform', host, host_cores)]:
+      print(f'  {label}: {seconds * 1e3:.1f} ms/batch, {seconds / batch * 1e3:.1f} '
+            f'ms/sample, {batch / seconds:.1f} samples/s, {cores:.1f} cores busy')
+    print(f'  host/device time: {host / device:.2f}; max |device - host| on one sample: '
+          f'{max_difference(images, targets):.1e}')
+
+
+if __name__ == '__main__':
+  main()
