@@ -35,7 +35,8 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.data.modalities = ('t1', 't1ce', 't2', 'flair')  # NIfTI channels, in this order
   config.data.foreground_fraction = 0.33  # share of training windows centred on tumour
   config.data.cache_dir = config_dict.placeholder(str)  # default $JAXSEG_CACHE_DIR or ~/.cache/jaxseg
-  config.data.num_workers = 4       # processes preprocessing and reading NIfTI data sets
+  config.data.preprocess_workers = config_dict.placeholder(int)  # processes; unset: all cores
+  config.data.num_workers = 0       # processes reading training windows; 0: 2 threads here
   config.data.prefetch = 4          # training batches read ahead
   config.data.skip_bad_cases = False  # True: list bad cases and train without them
   # Embedded data only; 0 for the BraTS variants, which need a data.root.

@@ -56,6 +56,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   augment.check_config(config.augment)
+  if config.data.num_workers < 0 or config.data.prefetch < 1:
+    raise ValueError(f'data.num_workers must be >= 0 and data.prefetch >= 1, got '
+                     f'{config.data.num_workers} and {config.data.prefetch}')
+  if (config.data.preprocess_workers or 0) < 0:
+    raise ValueError(f'data.preprocess_workers must be >= 0, got '
+                     f'{config.data.preprocess_workers}')
   if not 0 <= config.data.foreground_fraction <= 1:
     raise ValueError('data.foreground_fraction must be in [0, 1], got '
                      f'{config.data.foreground_fraction}')

@@ -99,7 +99,7 @@ def test_splits_hold_only_labelled_cases_and_follow_folds(tmp_path, cache_dir, t
   root = tmp_path / 'data'
   ids = make_dataset(str(root), 'brats2023', num_cases=5, num_unlabelled=1)
   config = tiny_unet_config.data
-  config.root, config.cache_dir, config.num_workers = str(root), cache_dir, 0
+  config.root, config.cache_dir, config.preprocess_workers = str(root), cache_dir, 0
   config.num_folds = 5
   seen = []
   for fold in range(5):

@@ -19,14 +19,14 @@ LAYOUT_RUNS = {
     # 3D LSTM-U-Net on patches, with augmentation, in-process data loading.
     'brats2021': ['--config=configs/lstm_unet.py:3d', '--config.data.image_size=(16, 16, 16)',
                   '--config.model.num_iterations=2', '--config.eval.batch_size=2',
-                  '--config.augment.enabled=True', '--config.data.num_workers=0'],
+                  '--config.augment.enabled=True', '--config.data.preprocess_workers=0'],
     # 2D U-Net on axial slices of the volumes.
     'brats2023': ['--config=configs/unet.py', '--config.data.image_size=(16, 16)',
-                  '--config.eval.batch_size=16', '--config.data.num_workers=0'],
+                  '--config.eval.batch_size=16', '--config.data.preprocess_workers=0'],
     # 2D LSTM-U-Net, preprocessing and loading in worker processes.
     'decathlon': ['--config=configs/lstm_unet.py', '--config.data.image_size=(16, 16)',
                   '--config.model.num_iterations=2', '--config.eval.batch_size=16',
-                  '--config.data.num_workers=2'],
+                  '--config.data.preprocess_workers=2', '--config.data.num_workers=2'],
 }
 
 

@@ -15,6 +15,7 @@ import os
 from typing import Sequence
 
 import grain
+from absl import flags
 import ml_collections
 import numpy as np
 
@@ -109,7 +110,9 @@ def _nifti_splits(data_config, root, names, recorded):
       raise ValueError(f'data.modalities: unknown modality {name!r}; choose from '
                        f'{", ".join(brats.CHANNELS)}')
     channel_index.append(brats.CHANNELS.index(name))
-  _, cases = cache.prepare(root, data_config.cache_dir, data_config.num_workers,
+  workers = data_config.preprocess_workers
+  _, cases = cache.prepare(root, data_config.cache_dir,
+                           os.cpu_count() if workers is None else workers,
                            data_config.skip_bad_cases)
   labelled = {case.case_id: case for case in cases if case.labelled}
   if not labelled:
@@ -168,6 +171,8 @@ def train_iterator(batches: grain.MapDataset, num_workers: int, prefetch: int,
   `state` (from `iterator.get_state()`, saved with a checkpoint) resumes a stream."""
   stream = batches.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch))
   if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (notebooks, scripts)
+      flags.FLAGS.mark_as_parsed()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   iterator = iter(stream)
   if state is not None:

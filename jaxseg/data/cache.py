@@ -129,7 +129,12 @@ def preprocess_case(case: brats.CaseFiles, layout: brats.Layout, directory: str)
       np.save(os.path.join(staging, 'foreground.npy'), foreground_voxels(labels, seed))
     with open(os.path.join(staging, 'meta.json'), 'w') as f:
       json.dump(meta, f, indent=1)
-    os.rename(staging, directory)  # atomic: the entry appears complete or not at all
+    try:
+      os.rename(staging, directory)  # atomic: the entry appears complete or not at all
+    except OSError:
+      if not os.path.isdir(directory):
+        raise
+      shutil.rmtree(staging)  # another process (another host, say) finished it first
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -141,8 +146,6 @@ def _preprocess_or_error(case, layout, directory) -> str | None:
     preprocess_case(case, layout, directory)
   except brats.DataError as error:
     return str(error)
-  except FileExistsError:
-    pass  # another process finished the same entry first
   return None
 
 
