@@ -17,18 +17,21 @@ import statistics
 import sys
 import time
 
-from jaxseg.xla_flags import apply_default_flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.xla_flags import apply_default_flags  # noqa: E402
 
 apply_default_flags()  # before JAX starts its CPU backend
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-import scipy
-from scipy import ndimage
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
-from jaxseg import augment
+from configs.common import get_common_config  # noqa: E402
+from jaxseg import augment  # noqa: E402
 
 jax.config.update('jax_default_prng_impl', 'rbg')
 
@@ -37,14 +40,9 @@ IMAGE_CHANNELS, TARGET_CHANNELS = 4, 3
 
 
 def spatial_only_config() -> ml_collections.ConfigDict:
-  aug = ml_collections.ConfigDict({
-      'enabled': True, 'flip_probability': 0.0,
-      'rotation_probability': 1.0, 'rotation_degrees': 15.0,
-      'scale_probability': 1.0, 'scale_range': (0.85, 1.25),
-      'intensity_scale_probability': 0.0, 'intensity_scale_range': (0.75, 1.25),
-      'intensity_shift_probability': 0.0, 'intensity_shift': 0.1,
-      'gamma_probability': 0.0, 'gamma_range': (0.7, 1.5),
-      'noise_probability': 0.0, 'noise_std': 0.1})
+  aug = get_common_config(None).augment
+  aug.update({'enabled': True, **{name: 0.0 for name in augment.PROBABILITIES},
+              'rotation_probability': 1.0, 'scale_probability': 1.0})
   augment.check_config(aug)
   return aug
 

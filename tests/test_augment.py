@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs.common import get_common_config
 from jaxseg import augment
 
 SHAPES = {'2d': (16, 16), '3d': (8, 8, 8)}
@@ -18,15 +19,8 @@ affine_matrix = jax.jit(augment.affine_matrix)
 
 def make_aug(**overrides) -> ml_collections.ConfigDict:
   """The augment config with every key; the defaults are the training defaults."""
-  aug = ml_collections.ConfigDict({
-      'enabled': True, 'flip_probability': 0.5,
-      'rotation_probability': 0.2, 'rotation_degrees': 15.0,
-      'scale_probability': 0.2, 'scale_range': (0.85, 1.25),
-      'intensity_scale_probability': 0.15, 'intensity_scale_range': (0.75, 1.25),
-      'intensity_shift_probability': 0.15, 'intensity_shift': 0.1,
-      'gamma_probability': 0.15, 'gamma_range': (0.7, 1.5),
-      'noise_probability': 0.15, 'noise_std': 0.1})
-  aug.update(overrides)
+  aug = get_common_config(None).augment
+  aug.update({'enabled': True, **overrides})
   return aug
 
 
