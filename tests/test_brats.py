@@ -3,6 +3,7 @@
 import gzip
 import os
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -30,7 +31,7 @@ def test_every_layout_reads_the_same_channels_and_regions(tmp_path, cache_dir, l
   assert [c.case_id for c in cases] == ids
   assert [c.labelled for c in cases] == [True, True, False]
   raw, labels = case_arrays(0)
-  crop = tuple(slice(a, b) for a, b in zip(cases[0].meta['crop_start'], cases[0].meta['crop_stop']))
+  crop = _crop(cases[0].meta)
   # Canonical labels whatever the layout's own values; cropped to the brain.
   np.testing.assert_array_equal(cases[0].array('labels'), labels[crop])
   image = cases[0].array('image')
@@ -49,6 +50,24 @@ def test_every_layout_reads_the_same_channels_and_regions(tmp_path, cache_dir, l
   # Predictions map back to the layout's label values.
   own = found.from_canonical(np.array([0, 1, 2, 3], np.uint8))
   assert set(own.tolist()) == set(found.label_values)
+
+
+def test_plain_nii_files(tmp_path, cache_dir):
+  root = tmp_path / 'data'
+  make_dataset(str(root), 'brats2021', num_cases=2)
+  folder = root / 'BraTS2021_00001'
+  for path in sorted(folder.iterdir()):
+    nib.save(nib.load(str(path)), str(path).removesuffix('.gz'))
+    path.unlink()
+  _, cases = prepare(root, cache_dir)
+  assert [c.case_id for c in cases] == ['BraTS2021_00000', 'BraTS2021_00001']
+  assert cases[1].meta['seg'].endswith('BraTS2021_00001_seg.nii')
+  np.testing.assert_array_equal(cases[1].array('labels'),
+                                case_arrays(1)[1][_crop(cases[1].meta)])
+
+
+def _crop(meta):
+  return tuple(slice(a, b) for a, b in zip(meta['crop_start'], meta['crop_stop']))
 
 
 def test_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, cache_dir):

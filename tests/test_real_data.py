@@ -68,6 +68,12 @@ def test_bad_case_stops_training_before_any_step(tmp_path):
   assert 'skipping bad case' in err and 'Final validation' in out
 
 
+@pytest.mark.parametrize('config', ['configs/lstm_unet.py:brats3d', 'configs/unet.py:brats2d'])
+def test_brats_variants_need_a_data_root(tmp_path, config):
+  code, _, err = run('train.py', f'--config={config}', f'--workdir={tmp_path / "run"}')
+  assert_one_line_error(code, err, 'data.root is not set')
+
+
 def test_unknown_data_root_is_one_line(tmp_path):
   code, _, err = run('train.py', '--config=configs/unet.py', f'--config.data.root={tmp_path}/x',
                      f'--workdir={tmp_path / "run"}')

@@ -165,6 +165,8 @@ def prepare(root: str, cache_dir: str | None, num_workers: int, skip_bad_cases: 
   entries = {case.case_id: os.path.join(entries_dir, _entry_name(case, layout))
              for case in cases}
   todo = [case for case in cases if not os.path.isdir(entries[case.case_id])]
+  print(f'{root}: {layout.name} layout, {len(cases)} case(s); preprocessed cache in '
+        f'{entries_dir}' + (f' ({len(todo)} to preprocess)' if todo else ''))
   if problems and not skip_bad_cases:
     raise brats.DataError(_problem_line(problems))
   if todo:
