@@ -1,8 +1,10 @@
 """Evaluate a trained model: Dice, Jaccard, recall, precision and HD95 per region and
-refinement iteration, written to <workdir>/metrics.json and per_case_metrics.csv.
+refinement iteration, written to <workdir>/metrics.json and per_case_metrics.csv, with
+predicted segmentations (NIfTI in the original geometry) and figures.
 
   python eval.py --workdir=runs/lstm_unet
   python eval.py --workdir=runs/lstm_unet --checkpoint=latest --split=train
+  python eval.py --workdir=runs/brats3d --data_root=/data/BraTS2023-Validation --tta
 """
 
 import sys
@@ -19,13 +21,22 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/lstm_unet', 'Workdir of a training run.')
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
 flags.DEFINE_enum('split', 'val', ['train', 'val'], 'Data split to evaluate.')
-flags.DEFINE_string('output_dir', None, 'Where to write the results (default: the workdir).')
+flags.DEFINE_string('output_dir', None, 'Where to write the results (default: the workdir, '
+                    'or <workdir>/eval_<name of --data_root>).')
+flags.DEFINE_string('data_root', None, 'Predict (and, where segmentations exist, score) every '
+                    'case of this directory instead of the recorded split.')
+flags.DEFINE_bool('tta', False, 'Test-time augmentation: average over mirrorings along every '
+                  'spatial axis (default: the config\'s eval.mirror_axes).')
+flags.DEFINE_integer('num_figures', 4, 'Cases drawn as PNG figures.')
+flags.DEFINE_bool('all_iterations', False, 'Also write the NIfTI prediction of every earlier '
+                  'refinement iteration.')
 
 
 def main(argv):
   cli.parse_flags(argv)
-  cli.run(lambda: evaluation.evaluate_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.split,
-                                                FLAGS.output_dir or FLAGS.workdir))
+  cli.run(lambda: evaluation.evaluate_workdir(
+      FLAGS.workdir, FLAGS.checkpoint, FLAGS.split, FLAGS.output_dir, FLAGS.data_root,
+      FLAGS.tta, FLAGS.num_figures, FLAGS.all_iterations))
 
 
 if __name__ == '__main__':

@@ -79,6 +79,7 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.eval.every_steps = 5000 if brats else 100
   config.eval.batch_size = 2 if three_d else 16  # windows per prediction batch
   config.eval.overlap = 0.5                      # of neighbouring sliding windows
+  config.eval.mirror_axes = ()  # test-time augmentation: mirror along these spatial axes
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = {'2d': 200, '3d': 100}.get(variant, 1000)

@@ -5,19 +5,22 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 
-from jaxseg import checkpointing, inference, parallel
+from jaxseg import checkpointing, figures, inference, parallel, predictions
 from jaxseg import metrics as metrics_lib
 from jaxseg.data import SegmentationData, load_splits, splits
-from jaxseg.data.regions import region_masks
+from jaxseg.data.regions import labels_from_regions, region_masks
 from jaxseg.train_state import restore_train_state, setup_model
 
 
 def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size, mesh,
-             with_hd95: bool = True) -> tuple[list[dict], dict]:
-  """Per-case rows (one per case, iteration and region) and their summary.
+             with_hd95: bool = True, on_case=None) -> tuple[list[dict], dict | None]:
+  """Per-case rows (one per labelled case, iteration and region) and their summary
+  (None when no case is labelled).
 
-  Whole cases are predicted with sliding windows of `image_size` (inference.py).
+  Whole cases are predicted with sliding windows of `image_size` (inference.py);
+  `on_case(index, masks (T, *spatial, R))` sees every case's prediction.
   """
   region_names = [r.name for r in data.regions]
   rows = []
@@ -25,16 +28,21 @@ def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size,
                                   eval_config.batch_size, mesh, eval_config.overlap)
   for index, logits in cases:
     masks = logits > 0  # (T, *spatial, R)
-    truths = region_masks(np.asarray(data.labels[index]), data.regions)
-    for t in range(masks.shape[0]):
-      for r, name in enumerate(region_names):
-        values = metrics_lib.case_metrics(masks[t, ..., r], truths[..., r],
-                                          data.spacings[index], with_hd95)
-        rows.append({'case': data.case_ids[index], 'iteration': t + 1, 'region': name,
-                     **values})
+    if data.labels[index] is not None:
+      truths = region_masks(np.asarray(data.labels[index]), data.regions)
+      for t in range(masks.shape[0]):
+        for r, name in enumerate(region_names):
+          values = metrics_lib.case_metrics(masks[t, ..., r], truths[..., r],
+                                            data.spacings[index], with_hd95)
+          rows.append({'case': data.case_ids[index], 'iteration': t + 1, 'region': name,
+                       **values})
+    if on_case is not None:
+      on_case(index, masks)
+  if not rows:
+    return rows, None
   num_iterations = max(r['iteration'] for r in rows)
   summary = metrics_lib.summarize(rows, region_names, num_iterations)
-  summary.update(num_cases=len(data), regions=region_names)
+  summary.update(num_cases=len({r['case'] for r in rows}), regions=region_names)
   return rows, summary
 
 
@@ -71,26 +79,99 @@ def write_results(directory: str, rows: list[dict], summary: dict) -> tuple[str,
   return json_path, csv_path
 
 
-def evaluate_workdir(workdir: str, checkpoint: str, split: str, output_dir: str) -> dict:
-  """eval.py: restores a checkpoint of a training run, evaluates a split, writes results."""
+def evaluate_workdir(workdir: str, checkpoint: str = 'best', split: str = 'val',
+                     output_dir: str | None = None, data_root: str | None = None,
+                     tta: bool = False, num_figures: int = 4,
+                     all_iterations: bool = False) -> dict | None:
+  """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
+  every case under `data_root`), scores the labelled cases and writes the results."""
   config = checkpointing.read_config(workdir)
   checkpointer = checkpointing.Checkpointer(workdir, create=False)
   step = _checkpoint_step(checkpointer, checkpoint, workdir)
-  data = load_splits(config.data, (split,), splits.read(workdir))[split]
+  if data_root:
+    data_config = config.data.copy_and_resolve_references()
+    data_config.root = data_root
+    data = load_splits(data_config, ('all',))['all']
+    source = os.path.abspath(data_root)
+    output_dir = output_dir or os.path.join(workdir, f'eval_{os.path.basename(source)}')
+  else:
+    data = load_splits(config.data, (split,), splits.read(workdir))[split]
+    source = f'{split} split'
+    output_dir = output_dir or workdir
+  if config.data.root or data_root:
+    data_dir = os.path.abspath(os.path.expanduser(data_root or config.data.root))
+    if os.path.commonpath([os.path.abspath(output_dir), data_dir]) == data_dir:
+      raise ValueError(f'--output_dir {output_dir} is inside the data directory {data_dir}, '
+                       'which is never written; choose another')
+  image_size = tuple(config.data.image_size)
+  mirror_axes = tuple(range(len(image_size))) if tta else tuple(config.eval.mirror_axes)
+  inference.check_mirror_axes(mirror_axes, len(image_size))
   model, _, abstract_state = setup_model(config, data)
   mesh = parallel.make_mesh()
   state, _ = restore_train_state(checkpointer, step, abstract_state, parallel.replicated(mesh))
-  logits_fn = inference.make_logits_fn(model, mesh)
-  rows, summary = evaluate(logits_fn, state.params, data, config.eval, config.data.image_size,
-                           mesh)
-  summary.update(checkpoint_step=step, split=split, workdir=os.path.abspath(workdir))
-  print(f'{config.model.name}, checkpoint step {step} ({checkpoint}), {split} split, '
-        f'{len(data)} cases')
+  logits_fn = inference.make_logits_fn(model, mesh, mirror_axes)
+  print(f'{config.model.name}, checkpoint step {step} ({checkpoint}), {source}: '
+        f'{len(data)} cases' + (f', mirroring TTA over axes {mirror_axes}' if mirror_axes else ''))
+  writer = CaseOutputs(output_dir, data, num_figures, all_iterations)
+  rows, summary = evaluate(logits_fn, state.params, data, config.eval, image_size, mesh,
+                           on_case=writer)
+  if writer.written:
+    print(f'Wrote {writer.written} predicted segmentation(s) to {writer.predictions_dir}')
+  if summary is None:
+    print(f'No case of {source} has a segmentation: wrote predictions only, no metrics')
+    return None
+  summary.update(checkpoint_step=step, data=source, workdir=os.path.abspath(workdir),
+                 mirror_axes=list(mirror_axes))
   print(format_table(summary))
-  print(f'{split} {dice_line(summary)}')
+  print(f'{split if not data_root else "data"} {dice_line(summary)}')
   json_path, csv_path = write_results(output_dir, rows, summary)
-  print(f'Wrote {json_path} and {csv_path}')
+  plot = os.path.join(output_dir, 'figures', 'dice_per_iteration.png')
+  figures.dice_per_iteration_plot(plot, summary)
+  print(f'Wrote {json_path}, {csv_path} and figures in {os.path.dirname(plot)}')
   return summary
+
+
+class CaseOutputs:
+  """on_case callback of `evaluate`: prediction files and figures of each case.
+
+  NIfTI cases get `<case>.nii.gz` in their original geometry (predictions.py); 2D image
+  folders get `<case>.png` masks at the model's resolution; the first `num_figures`
+  cases get a PNG figure of every refinement iteration.
+  """
+
+  def __init__(self, output_dir: str, data: SegmentationData, num_figures: int,
+               all_iterations: bool):
+    self.data, self.num_figures, self.all_iterations = data, num_figures, all_iterations
+    self.predictions_dir = os.path.join(output_dir, 'predictions')
+    self.figures_dir = os.path.join(output_dir, 'figures')
+    self.written = 0
+
+  def __call__(self, index: int, masks: np.ndarray) -> None:
+    data, case_id = self.data, self.data.case_ids[index]
+    labels = np.stack([labels_from_regions(m, data.regions) for m in masks])  # (T, *spatial)
+    if data.origin == 'nifti':  # back into the original geometry
+      meta = data.source[index]
+      last = predictions.original_labels(masks[-1], data.regions, meta)
+      predictions.write_nifti(os.path.join(self.predictions_dir, f'{case_id}.nii.gz'), last, meta)
+      if self.all_iterations:
+        for t in range(len(masks) - 1):
+          path = os.path.join(self.predictions_dir, 'iterations',
+                              f'{case_id}_iteration{t + 1}.nii.gz')
+          predictions.write_nifti(path, predictions.original_labels(masks[t], data.regions,
+                                                                    meta), meta)
+      self.written += 1
+    elif data.origin == 'folders':
+      scale = 255 if len(data.regions) == 1 else 1  # 0/255 masks as the input's, else labels
+      os.makedirs(self.predictions_dir, exist_ok=True)
+      Image.fromarray((labels[-1] * scale).astype(np.uint8)).save(
+          os.path.join(self.predictions_dir, f'{case_id}.png'))
+      self.written += 1
+    if index < self.num_figures:
+      channel = data.channels.index('flair') if 'flair' in data.channels else 0
+      truth = None if data.labels[index] is None else np.asarray(data.labels[index])
+      figures.case_figure(os.path.join(self.figures_dir, f'{case_id}.png'), case_id,
+                          np.asarray(data.images[index]), channel, data.channels[channel],
+                          truth, labels)
 
 
 def _checkpoint_step(checkpointer, checkpoint: str, workdir: str) -> int:

@@ -15,6 +15,7 @@ import math
 from typing import Iterable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -22,11 +23,38 @@ from jaxseg import parallel
 from jaxseg.data import sampling
 
 
-def make_logits_fn(model, mesh: Mesh):
-  """jit-compiled fn(params, images (B, *window, C)) -> logits (T, B, *window, R)."""
+def make_logits_fn(model, mesh: Mesh, mirror_axes=()):
+  """jit-compiled fn(params, images (B, *window, C)) -> logits (T, B, *window, R),
+  averaged over mirrorings along `mirror_axes` (test-time augmentation) if any."""
   def logits(params, images):
     return model.apply({'params': params}, images)[0].astype(np.float32)
-  return jax.jit(logits, out_shardings=NamedSharding(mesh, P(None, 'data')))
+  return jax.jit(mirrored(logits, mirror_axes), out_shardings=NamedSharding(mesh, P(None, 'data')))
+
+
+def mirrored(logits_fn, mirror_axes):
+  """Test-time augmentation: the mean of logits_fn over every combination of flips of
+  the spatial axes in `mirror_axes` (0 = first spatial axis), each flipped back, as
+  nnU-Net does (2^k predictions for k axes)."""
+  mirror_axes = tuple(mirror_axes)
+  if not mirror_axes:
+    return logits_fn
+
+  def averaged(params, images):
+    total = logits_fn(params, images)
+    count = 1
+    for k in range(1, len(mirror_axes) + 1):
+      for axes in itertools.combinations(mirror_axes, k):
+        flipped = logits_fn(params, jnp.flip(images, [1 + a for a in axes]))
+        total = total + jnp.flip(flipped, [2 + a for a in axes])  # logits: (T, B, *spatial, R)
+        count += 1
+    return total / count
+  return averaged
+
+
+def check_mirror_axes(mirror_axes, rank: int) -> None:
+  if any(not 0 <= a < rank for a in mirror_axes) or len(set(mirror_axes)) != len(mirror_axes):
+    raise ValueError(f'eval.mirror_axes={tuple(mirror_axes)}: need distinct spatial axes of '
+                     f'0..{rank - 1}')
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -37,12 +65,15 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
   return sorted({round(i * (size - window) / (count - 1)) for i in range(count)})
 
 
-def gaussian_importance(window: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
-  """Separable Gaussian centred on the window, sigma = sigma_scale * size, max 1."""
+def gaussian_importance(window: tuple[int, ...], sigma_scale: float = 0.125,
+                        smooth=None) -> np.ndarray:
+  """Separable Gaussian centred on the window, sigma = sigma_scale * size, max 1; flat
+  along axes where `smooth` is False (no overlapping windows there: the output is then
+  exactly the window's, without weighting round-off)."""
   weights = np.ones((), np.float64)
-  for size in window:
+  for size, on in zip(window, smooth if smooth is not None else [True] * len(window)):
     x = np.arange(size) - (size - 1) / 2
-    axis = np.exp(-0.5 * (x / max(sigma_scale * size, 1e-6))**2)
+    axis = np.exp(-0.5 * (x / max(sigma_scale * size, 1e-6))**2) if on else np.ones(size)
     weights = np.multiply.outer(weights, axis)
   # Borders must keep some weight: a voxel covered only by window borders needs a value.
   return np.maximum(weights / weights.max(), 1e-3).astype(np.float32)
@@ -55,6 +86,7 @@ class _Case:
   shape: tuple[int, ...]       # spatial shape before padding
   logits: np.ndarray | None = None   # (T, *padded, R) weighted sum
   weights: np.ndarray | None = None  # (*padded,) sum of weights
+  weight: np.ndarray | None = None    # (*window) importance of each window of this case
   remaining: int = 0
 
 
@@ -68,9 +100,10 @@ def predict_cases(logits_fn, params, images: Iterable[np.ndarray], image_size, b
   for index, image in enumerate(images):
     window = sampling.window_shape(image_size, image.ndim - 1)
     case = _Case(index, _pad_to(np.asarray(image, np.float32), window), image.shape[:-1])
-    starts = itertools.product(*(window_starts(s, w, overlap)
-                                 for s, w in zip(case.volume.shape, window)))
-    for start in starts:
+    starts = [window_starts(s, w, overlap) for s, w in zip(case.volume.shape, window)]
+    case.weight = gaussian_importance(window, smooth=[len(s) > 1 and w > 1
+                                                      for s, w in zip(starts, window)])
+    for start in itertools.product(*starts):
       queue.append((case, start))
       case.remaining += 1
     while len(queue) >= batch_size:
@@ -97,7 +130,6 @@ def _run_batch(logits_fn, params, items, image_size, batch_size, mesh):
   windows += [windows[-1]] * (batch_size - len(windows))  # one compiled batch size
   batch = parallel.shard_batch({'image': np.stack(windows)}, mesh)['image']
   logits = np.asarray(jax.device_get(logits_fn(params, batch)))  # (T, B, *image_size, R)
-  importance = gaussian_importance(image_size)
   for b, (case, start) in enumerate(items):
     window = sampling.window_shape(image_size, case.volume.ndim - 1)
     if case.logits is None:
@@ -105,10 +137,9 @@ def _run_batch(logits_fn, params, items, image_size, batch_size, mesh):
       case.logits = np.zeros((logits.shape[0], *padded, logits.shape[-1]), np.float32)
       case.weights = np.zeros(padded, np.float32)
     where = tuple(slice(s, s + w) for s, w in zip(start, window))
-    weight = importance.reshape(window)
-    case.logits[(slice(None), *where)] += (logits[:, b] * importance[..., None]).reshape(
-        logits.shape[0], *window, logits.shape[-1])
-    case.weights[where] += weight
+    weighted = logits[:, b].reshape(logits.shape[0], *window, -1) * case.weight[..., None]
+    case.logits[(slice(None), *where)] += weighted
+    case.weights[where] += case.weight
     case.remaining -= 1
     if case.remaining == 0:
       crop = tuple(slice(0, s) for s in case.shape)

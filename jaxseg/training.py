@@ -56,6 +56,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   augment.check_config(config.augment)
+  inference.check_mirror_axes(tuple(config.eval.mirror_axes), len(config.data.image_size))
   if config.data.num_workers < 0 or config.data.prefetch < 1:
     raise ValueError(f'data.num_workers must be >= 0 and data.prefetch >= 1, got '
                      f'{config.data.num_workers} and {config.data.prefetch}')
@@ -105,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       train_step, iteration_weights=weights, dice_weight=config.loss.dice_weight,
       ce_weight=config.loss.ce_weight, augment_config=config.augment,
       augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
-  logits_fn = inference.make_logits_fn(model, mesh)
+  logits_fn = inference.make_logits_fn(model, mesh, tuple(config.eval.mirror_axes))
   batches = train_iterator(
       train_batches(train_data, config, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)

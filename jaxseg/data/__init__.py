@@ -26,13 +26,14 @@ from jaxseg.data.regions import BRATS_2023_REGIONS, Region, region_masks
 @dataclasses.dataclass(frozen=True)
 class SegmentationData:
   images: Sequence[np.ndarray]        # per case (*spatial, C) float32, z-scored
-  labels: Sequence[np.ndarray]        # per case (*spatial) uint8 label map
+  labels: Sequence[np.ndarray | None]  # per case (*spatial) uint8 label map; None: unlabelled
   case_ids: tuple[str, ...]
   spacings: tuple[tuple[float, ...], ...]  # per case, mm per voxel along each axis
   regions: tuple[Region, ...]
   channels: tuple[str, ...]
   foreground: Sequence[np.ndarray] | None = None  # per case [label, *index] rows
   source: Sequence[dict] | None = None  # per case geometry of cached NIfTI (cache meta)
+  origin: str = 'synthetic'           # 'synthetic', 'folders' or 'nifti'
 
   def __len__(self):
     return len(self.case_ids)
@@ -48,6 +49,8 @@ class _CachedArrays(Sequence):
     return len(self._cases)
 
   def __getitem__(self, index):
+    if self._name != 'image' and not self._cases[index].labelled:
+      return None
     array = self._cases[index].array(self._name)
     if self._channel_index is not None and self._channel_index != tuple(range(array.shape[-1])):
       array = array[..., list(self._channel_index)]
@@ -56,12 +59,15 @@ class _CachedArrays(Sequence):
 
 def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
                 recorded: dict | None = None) -> dict[str, SegmentationData]:
-  """{split name: data} for `names` ('train', 'val'); `recorded` is a splits.json to
-  follow instead of computing the split afresh."""
+  """{split name: data} for `names`: 'train', 'val' (labelled cases), or 'all' (every
+  case of data.root, unlabelled ones included). `recorded` is a splits.json to follow
+  instead of computing the split afresh."""
   image_size = tuple(data_config.image_size)
   if len(image_size) not in (2, 3) or min(image_size) < 8:
     raise ValueError(f'data.image_size: need 2 or 3 sizes of at least 8, got {image_size}')
   if not data_config.root:
+    if 'all' in names:
+      raise ValueError('the embedded data has no directory to predict; give a data root')
     return {name: _synthetic(data_config, name, image_size) for name in names}
   root = os.path.abspath(os.path.expanduser(data_config.root))
   if os.path.isdir(root) and brats.detect_layout(root) == 'folders':
@@ -94,12 +100,14 @@ def _folder_splits(data_config, root, image_size, names, recorded):
     raise ValueError(f'data.image_size: 2D image folders need 2 sizes, got {image_size}')
   images, labels, case_ids, regions = folders.load_image_folder(root, image_size)
   channels = ('gray',) if images.shape[-1] == 1 else ('red', 'green', 'blue')
-  ids = _split_ids(data_config, case_ids, recorded)
+  ids = {'all': case_ids}
+  if names != ('all',):
+    ids.update(_split_ids(data_config, case_ids, recorded))
   out = {}
   for name in names:
     keep = np.array([case_ids.index(c) for c in ids[name]], int)
     out[name] = SegmentationData(images[keep], labels[keep], tuple(ids[name]),
-                                 ((1.0, 1.0),) * len(keep), regions, channels)
+                                 ((1.0, 1.0),) * len(keep), regions, channels, origin='folders')
   return out
 
 
@@ -114,18 +122,23 @@ def _nifti_splits(data_config, root, names, recorded):
   _, cases = cache.prepare(root, data_config.cache_dir,
                            os.cpu_count() if workers is None else workers,
                            data_config.skip_bad_cases)
-  labelled = {case.case_id: case for case in cases if case.labelled}
-  if not labelled:
+  by_id = {case.case_id: case for case in cases}
+  labelled = [case.case_id for case in cases if case.labelled]
+  if names == ('all',):
+    ids = {'all': list(by_id)}
+  elif not labelled:
     raise brats.DataError(f'data.root: {root}: no case has a segmentation to train on')
-  ids = _split_ids(data_config, list(labelled), recorded)
+  else:
+    ids = {**_split_ids(data_config, labelled, recorded), 'all': list(by_id)}
   out = {}
   for name in names:
-    chosen = [labelled[c] for c in ids[name]]
+    chosen = [by_id[c] for c in ids[name]]
     metas = [case.meta for case in chosen]
     out[name] = SegmentationData(
         _CachedArrays(chosen, 'image', tuple(channel_index)), _CachedArrays(chosen, 'labels'),
         tuple(ids[name]), tuple(tuple(m['spacing']) for m in metas), BRATS_2023_REGIONS,
-        tuple(data_config.modalities), _CachedArrays(chosen, 'foreground'), tuple(metas))
+        tuple(data_config.modalities), _CachedArrays(chosen, 'foreground'), tuple(metas),
+        origin='nifti')
   return out
 
 

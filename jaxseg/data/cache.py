@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from jaxseg.data import brats
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # Foreground voxels remembered per label for oversampling (as nnU-Net's class locations).
 MAX_FOREGROUND_VOXELS = 10_000
 
@@ -116,7 +116,8 @@ def preprocess_case(case: brats.CaseFiles, layout: brats.Layout, directory: str)
           'seg': case.seg, 'original_shape': list(reference.shape[:3]),
           'affine': np.asarray(reference.affine).tolist(),
           'spacing': [float(z) for z in reference.header.get_zooms()[:3]],
-          'crop_start': [s.start for s in box], 'crop_stop': [s.stop for s in box]}
+          'crop_start': [s.start for s in box], 'crop_stop': [s.stop for s in box],
+          'label_mapping': [[own, canonical] for own, canonical in layout.to_canonical.items()]}
   parent = os.path.dirname(directory)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix='.partial-', dir=parent)

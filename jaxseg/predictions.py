@@ -1,0 +1,39 @@
+"""Predicted segmentations as files: NIfTI in the original geometry of each case.
+
+A prediction of a preprocessed case (cropped to the brain, canonical labels) is put
+back where it came from: un-cropped into the original shape, labels mapped to the
+values of the case's layout (BraTS 2021: 1, 2, 4; BraTS 2023: 1, 2, 3; decathlon: as
+its dataset.json), with the affine and header of the case's first image. The file is
+`<case id>.nii.gz`, the naming of BraTS submissions.
+"""
+
+import os
+
+import nibabel as nib
+import numpy as np
+
+from jaxseg.data.regions import Region, labels_from_regions
+
+
+def original_labels(masks: np.ndarray, regions: tuple[Region, ...], meta: dict) -> np.ndarray:
+  """Region masks (*cropped, R) of a cached case -> its label map in the original geometry."""
+  canonical = labels_from_regions(masks, regions)
+  lookup = np.zeros(int(canonical.max(initial=0)) + 1, np.uint8)
+  for own, label in meta['label_mapping']:
+    if label < len(lookup):
+      lookup[label] = own
+  full = np.zeros(meta['original_shape'], np.uint8)
+  crop = tuple(slice(a, b) for a, b in zip(meta['crop_start'], meta['crop_stop']))
+  full[crop] = lookup[canonical]
+  return full
+
+
+def write_nifti(path: str, labels: np.ndarray, meta: dict) -> None:
+  """Saves `labels` with the affine and header of the case's first source image."""
+  reference = nib.load(meta['images'][0])
+  header = reference.header.copy()
+  header.set_data_dtype(np.uint8)
+  header.set_slope_inter(1.0, 0.0)
+  image = nib.Nifti1Image(labels, reference.affine, header)  # the shape comes from labels
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  nib.save(image, path)
