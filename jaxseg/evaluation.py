@@ -19,7 +19,9 @@ def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size,
   """Per-case rows (one per labelled case, iteration and region) and their summary
   (None when no case is labelled).
 
-  Whole cases are predicted with sliding windows of `image_size` (inference.py);
+  Whole cases are predicted with sliding windows of `image_size` (inference.py). The
+  region masks scored are those of the label map the prediction is written as
+  (`labels_from_regions`), so that the metrics are those of the prediction files;
   `on_case(index, masks (T, *spatial, R))` sees every case's prediction.
   """
   region_names = [r.name for r in data.regions]
@@ -27,7 +29,9 @@ def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size,
   cases = inference.predict_cases(logits_fn, params, data.images, image_size,
                                   eval_config.batch_size, mesh, eval_config.overlap)
   for index, logits in cases:
-    masks = logits > 0  # (T, *spatial, R)
+    # Sigmoid outputs need not nest (TC inside WT); the label map decides, as written.
+    masks = np.stack([region_masks(labels_from_regions(m, data.regions), data.regions)
+                      for m in logits > 0])  # (T, *spatial, R)
     if data.labels[index] is not None:
       truths = region_masks(np.asarray(data.labels[index]), data.regions)
       for t in range(masks.shape[0]):

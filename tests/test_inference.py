@@ -51,3 +51,55 @@ def test_sliding_window_reassembles_the_whole_case(shapes, image_size):
 def test_bad_overlap_is_refused():
   with pytest.raises(ValueError, match='eval.overlap'):
     list(predict_cases(_echo, 1.0, [np.zeros((8, 8, 1))], (8, 8), 1, parallel.make_mesh(), 1.0))
+
+
+def test_one_window_equals_the_plain_forward_pass(tiny_lstm_config):
+  from jaxseg.data import load_splits
+  from jaxseg.inference import make_logits_fn
+  from jaxseg.train_state import setup_model
+  data = load_splits(tiny_lstm_config.data, ('val',))['val']
+  model, init_state, _ = setup_model(tiny_lstm_config, data)
+  params = init_state().params
+  mesh = parallel.make_mesh()
+  images = [np.asarray(data.images[i]) for i in range(3)]  # each exactly one 32x32 window
+  windowed = dict(predict_cases(make_logits_fn(model, mesh), params, images, (32, 32), 2, mesh))
+  plain = np.asarray(model.apply({'params': params}, np.stack(images))[0])
+  for i in range(3):
+    np.testing.assert_array_equal(windowed[i], plain[:, i])
+
+
+def _flip_equivariant(params, images):
+  """Logits of a model that is mirror-symmetric by construction: x + flips of x."""
+  out = images[..., :1]
+  for axes in ([1], [2], [1, 2]):
+    out = out + jnp.flip(images[..., :1], axes)
+  return out[None] * params
+
+
+def _lopsided(params, images):
+  """Logits that depend on the position: not mirror-symmetric."""
+  ramp = jnp.arange(images.shape[1], dtype=jnp.float32)[None, :, None, None]
+  return (images[..., :1] * ramp)[None] * params
+
+
+def test_mirroring_tta_keeps_a_symmetric_model_and_changes_others():
+  from jaxseg.inference import mirrored
+  images = np.random.default_rng(0).standard_normal((2, 8, 6, 2)).astype(np.float32)
+  symmetric = np.asarray(_flip_equivariant(1.0, images))
+  np.testing.assert_allclose(np.asarray(mirrored(_flip_equivariant, (0, 1))(1.0, images)),
+                             symmetric, rtol=1e-6, atol=1e-5)
+  plain = np.asarray(_lopsided(1.0, images))
+  tta = np.asarray(mirrored(_lopsided, (0,))(1.0, images))
+  assert np.abs(tta - plain).max() > 0.1
+  # Mirroring axis 0: the mean of the model and its flipped-back mirror image.
+  expected = (plain + np.flip(np.asarray(_lopsided(1.0, np.flip(images, 1))), 2)) / 2
+  np.testing.assert_allclose(tta, expected, rtol=1e-6)
+  assert mirrored(_lopsided, ()) is _lopsided
+
+
+def test_bad_mirror_axes_are_refused():
+  from jaxseg.inference import check_mirror_axes
+  check_mirror_axes((0, 1, 2), 3)
+  for axes in [(3,), (0, 0), (-1,)]:
+    with pytest.raises(ValueError, match='eval.mirror_axes'):
+      check_mirror_axes(axes, 3)

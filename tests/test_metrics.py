@@ -89,3 +89,46 @@ def test_brats_regions_of_both_label_conventions():
   np.testing.assert_array_equal(region_masks(labels_2023, BRATS_2023_REGIONS), expected)
   np.testing.assert_array_equal(labels_from_regions(expected, BRATS_2021_REGIONS), labels_2021)
   np.testing.assert_array_equal(labels_from_regions(expected, BRATS_2023_REGIONS), labels_2023)
+
+
+# --- Against medpy, an independent and widely used implementation. ---
+
+@pytest.mark.parametrize('shape, spacing', [((12, 15, 9), (1.0, 0.7, 2.5)),
+                                            ((30, 24), (0.45, 1.3)),
+                                            ((10, 11, 12), (3.0, 1.0, 1.0))])
+@pytest.mark.parametrize('seed', range(3))
+def test_metrics_agree_with_medpy(shape, spacing, seed):
+  binary = pytest.importorskip('medpy.metric.binary')
+  rng = np.random.default_rng(seed)
+  # Blobby masks (smoothed noise), partly overlapping, as segmentations are.
+  from scipy import ndimage
+  pred = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) > 0.05
+  truth = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) > 0.0
+  truth |= np.roll(pred, 2, axis=0) & (rng.random(shape) > 0.3)
+  ours = metrics.case_metrics(pred, truth, spacing)
+  assert ours['dice'] == pytest.approx(binary.dc(pred, truth), abs=1e-6)
+  assert ours['jaccard'] == pytest.approx(binary.jc(pred, truth), abs=1e-6)
+  assert ours['recall'] == pytest.approx(binary.recall(pred, truth), abs=1e-6)
+  assert ours['precision'] == pytest.approx(binary.precision(pred, truth), abs=1e-6)
+  assert ours['hd95'] == pytest.approx(binary.hd95(pred, truth, voxelspacing=spacing), abs=1e-6)
+
+
+def test_empty_cases_where_medpy_has_no_answer():
+  """medpy raises on empty masks; these are the BraTS conventions, which we follow."""
+  binary = pytest.importorskip('medpy.metric.binary')
+  empty, blob = np.zeros((6, 6, 6), bool), np.zeros((6, 6, 6), bool)
+  blob[2:4, 2:4, 2:4] = True
+  with pytest.raises(RuntimeError):
+    binary.hd95(empty, blob)
+  both_empty = metrics.case_metrics(empty, empty, (1.0, 1.0, 1.0))
+  assert both_empty == {'dice': 1.0, 'jaccard': 1.0, 'recall': 1.0, 'precision': 1.0,
+                        'hd95': 0.0}
+  missed = metrics.case_metrics(empty, blob, (1.0, 1.0, 1.0))
+  assert missed == {'dice': 0.0, 'jaccard': 0.0, 'recall': 0.0, 'precision': 0.0,
+                    'hd95': metrics.EMPTY_MASK_HD95}
+  # One side empty: the overlap metrics medpy does define agree.
+  assert missed['dice'] == binary.dc(empty, blob)
+  assert missed['recall'] == binary.recall(empty, blob)
+  false_alarm = metrics.case_metrics(blob, empty, (1.0, 1.0, 1.0))
+  assert false_alarm['precision'] == binary.precision(blob, empty) == 0.0
+  assert false_alarm['hd95'] == metrics.EMPTY_MASK_HD95
