@@ -7,6 +7,7 @@ predicted segmentations (NIfTI in the original geometry) and figures.
   python eval.py --workdir=runs/brats3d --data_root=/data/BraTS2023-Validation --tta
 """
 
+import importlib
 import sys
 
 from absl import flags
@@ -15,7 +16,7 @@ from jaxseg.xla_flags import apply_default_flags
 
 apply_default_flags()  # before JAX starts its backend
 
-from jaxseg import cli, evaluation
+from jaxseg import checkpointing, cli, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/lstm_unet', 'Workdir of a training run.')
@@ -36,7 +37,15 @@ def main(argv):
   cli.parse_flags(argv)
   cli.run(lambda: evaluation.evaluate_workdir(
       FLAGS.workdir, FLAGS.checkpoint, FLAGS.split, FLAGS.output_dir, FLAGS.data_root,
-      FLAGS.tta, FLAGS.num_figures, FLAGS.all_iterations))
+      FLAGS.tta, FLAGS.num_figures, FLAGS.all_iterations, _defaults(FLAGS.workdir)))
+
+
+def _defaults(workdir: str):
+  """The current config file of the workdir's model: values for keys added since."""
+  name = checkpointing.saved_model_name(workdir)
+  if name not in ('unet', 'lstm_unet'):
+    return None
+  return importlib.import_module(f'configs.{name}').get_config(None)
 
 
 if __name__ == '__main__':

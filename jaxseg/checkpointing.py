@@ -88,12 +88,35 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     f.write(config.to_json(indent=2, sort_keys=True))
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
+def read_config(workdir: str, defaults: ml_collections.ConfigDict | None = None
+                ) -> ml_collections.ConfigDict:
+  """The config a run was trained with; keys added to jaxseg since then (absent from
+  the saved file) take their values from `defaults`."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise CheckpointError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  if defaults is not None:
+    saved = _merged(json.loads(defaults.to_json()), saved)
+  return ml_collections.ConfigDict(saved)
+
+
+def saved_model_name(workdir: str) -> str | None:
+  """model.name in a workdir's config.json, or None."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      return json.load(f)['model']['name']
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _merged(defaults: dict, saved: dict) -> dict:
+  out = dict(defaults)
+  for key, value in saved.items():
+    both_dicts = isinstance(value, dict) and isinstance(out.get(key), dict)
+    out[key] = _merged(out[key], value) if both_dicts else value
+  return out
 
 
 # Config entries that decide the saved state's shapes and meaning; a restart may change

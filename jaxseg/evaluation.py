@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import ml_collections
 import numpy as np
 from PIL import Image
 
@@ -86,10 +87,12 @@ def write_results(directory: str, rows: list[dict], summary: dict) -> tuple[str,
 def evaluate_workdir(workdir: str, checkpoint: str = 'best', split: str = 'val',
                      output_dir: str | None = None, data_root: str | None = None,
                      tta: bool = False, num_figures: int = 4,
-                     all_iterations: bool = False) -> dict | None:
+                     all_iterations: bool = False,
+                     defaults: ml_collections.ConfigDict | None = None) -> dict | None:
   """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
-  every case under `data_root`), scores the labelled cases and writes the results."""
-  config = checkpointing.read_config(workdir)
+  every case under `data_root`), scores the labelled cases and writes the results.
+  `defaults` (the model's config file) fills keys the run's saved config predates."""
+  config = checkpointing.read_config(workdir, defaults)
   checkpointer = checkpointing.Checkpointer(workdir, create=False)
   step = _checkpoint_step(checkpointer, checkpoint, workdir)
   if data_root:

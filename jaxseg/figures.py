@@ -25,7 +25,8 @@ def _slice_index(labels: np.ndarray | None, predicted: np.ndarray) -> int:
 def case_figure(path: str, case_id: str, image: np.ndarray, channel: int,
                 channel_name: str, labels: np.ndarray | None, predicted: np.ndarray) -> None:
   """image (*spatial, C); labels (*spatial) or None; predicted (T, *spatial) label maps."""
-  if image.ndim == 4:  # a 3D volume: show one axial slice
+  volume = image.ndim == 4
+  if volume:  # a 3D volume: show one axial slice
     z = _slice_index(labels, predicted[-1])
     image, predicted = image[..., z, :], predicted[..., z]
     labels = None if labels is None else labels[..., z]
@@ -33,12 +34,15 @@ def case_figure(path: str, case_id: str, image: np.ndarray, channel: int,
   panels = [('image', None)] + ([('ground truth', labels)] if labels is not None else [])
   panels += [(f'iteration {t + 1}', predicted[t]) for t in range(predicted.shape[0])]
   figure, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
-  background = image[..., channel].T  # rows: second axis, as radiological viewers show
+  # NIfTI slices: first axis across, second axis up (as viewers show BraTS volumes);
+  # 2D images as they are stored.
+  orient = (lambda a: a.T) if volume else (lambda a: a)
+  origin = 'lower' if volume else 'upper'
   for axis, (title, overlay) in zip(axes[0], panels):
-    axis.imshow(background, cmap='gray', origin='lower')
+    axis.imshow(orient(image[..., channel]), cmap='gray', origin=origin)
     if overlay is not None:
-      axis.imshow(np.ma.masked_equal(overlay.T, 0), cmap=_COLOURS, vmin=0,
-                  vmax=_COLOURS.N - 1, origin='lower', alpha=0.6, interpolation='nearest')
+      axis.imshow(np.ma.masked_equal(orient(overlay), 0), cmap=_COLOURS, vmin=0,
+                  vmax=_COLOURS.N - 1, origin=origin, alpha=0.6, interpolation='nearest')
     axis.set_title(title if overlay is not None else f'{channel_name}', fontsize=9)
     axis.axis('off')
   figure.suptitle(case_id, fontsize=10)

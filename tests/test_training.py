@@ -95,3 +95,15 @@ def test_restart_with_another_model_is_refused(trained_workdir, tiny_unet_config
 def test_same_config_and_seed_give_identical_metrics(trained_workdir, tmp_path):
   _, config, summary = trained_workdir
   assert train_and_evaluate(config, str(tmp_path)) == summary
+
+
+def test_config_of_an_older_run_gets_new_keys_from_the_defaults(tmp_path, tiny_lstm_config):
+  saved = json.loads(tiny_lstm_config.to_json())
+  del saved['eval']['mirror_axes']  # a run saved before this key existed
+  saved['train']['num_steps'] = 123
+  (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+  from configs import lstm_unet
+  config = checkpointing.read_config(str(tmp_path), lstm_unet.get_config(None))
+  assert tuple(config.eval.mirror_axes) == ()
+  assert config.train.num_steps == 123 and tuple(config.model.features) == (8, 16)
+  assert checkpointing.saved_model_name(str(tmp_path)) == 'lstm_unet'
