@@ -1,0 +1,82 @@
+"""Time to segment one BraTS-sized case (4 x 240 x 240 x 155) with sliding windows.
+
+  python benchmarks/inference.py                          # 3D LSTM-U-Net, :brats3d config
+  python benchmarks/inference.py --config=unet:brats3d --tta=False
+
+Writes one synthetic case in the BraTS 2021 layout to a temporary directory,
+preprocesses it (brain crop, z-score), and times `jaxseg.inference.predict_cases` on
+it: the model of the config (random parameters: the time does not depend on their
+values), windows of data.image_size with eval.overlap, eval.batch_size windows per
+call, without and with mirroring TTA over every spatial axis (2^3 = 8 passes). The
+first call of each variant includes compilation; it is reported separately.
+"""
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+
+apply_default_flags()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxseg import inference, parallel  # noqa: E402
+from jaxseg.data import load_splits  # noqa: E402
+from jaxseg.train_state import setup_model  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from input_pipeline import write_cases  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='lstm_unet:brats3d', help='configs/<file>:<variant>')
+  parser.add_argument('--tta', default='both', choices=['both', 'False', 'True'])
+  parser.add_argument('--batch_size', type=int, default=None, help='default: eval.batch_size')
+  args = parser.parse_args()
+
+  name, _, variant = args.config.partition(':')
+  config = importlib.import_module(f'configs.{name}').get_config(variant or None)
+  batch_size = args.batch_size or config.eval.batch_size
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), '
+        f'python {platform.python_version()}, {os.cpu_count()} CPU cores')
+  with tempfile.TemporaryDirectory() as tmp:
+    write_cases(os.path.join(tmp, 'data'), num_cases=2, num_distinct=1)
+    config.data.root, config.data.cache_dir = os.path.join(tmp, 'data'), os.path.join(tmp, 'c')
+    config.data.num_folds, config.data.val_fraction = 0, 0.5
+    data = load_splits(config.data, ('val',))['val']
+    image = np.asarray(data.images[0])
+    model, init_state, _ = setup_model(config, data)
+    params = jax.jit(init_state)().params
+    mesh = parallel.make_mesh()
+    size = tuple(config.data.image_size)
+    windows = int(np.prod([len(inference.window_starts(s, w, config.eval.overlap))
+                           for s, w in zip(image.shape[:-1], size)]))
+    print(f'{args.config}: {sum(x.size for x in jax.tree.leaves(params)):,} parameters; case '
+          f'240x240x155x4 cropped to the brain {image.shape[:-1]}; {windows} windows of {size} '
+          f'(overlap {config.eval.overlap}), {batch_size} per call')
+    variants = {'both': (False, True), 'False': (False,), 'True': (True,)}[args.tta]
+    for tta in variants:
+      mirror_axes = tuple(range(len(size))) if tta else ()
+      logits_fn = inference.make_logits_fn(model, mesh, mirror_axes)
+      times = []
+      for _ in range(2):  # the first includes compilation
+        start = time.perf_counter()
+        for _ in inference.predict_cases(logits_fn, params, [image], size, batch_size, mesh,
+                                         config.eval.overlap):
+          pass
+        times.append(time.perf_counter() - start)
+      print(f'TTA {"on (8 mirrorings)" if tta else "off"}: {times[1]:.1f} s per case '
+            f'(first call with compilation {times[0]:.1f} s)', flush=True)
+
+
+if __name__ == '__main__':
+  main()
