@@ -74,6 +74,9 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.train.weight_decay = 1e-4
   config.train.grad_clip = 1.0
   config.train.log_every_steps = 100 if brats else 20
+  # A non-finite loss or gradient: 'stop' (with a message naming the step; the last
+  # good checkpoint is kept) or 'skip' (leave that update out and go on).
+  config.train.on_nonfinite = 'stop'
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_steps = 5000 if brats else 100

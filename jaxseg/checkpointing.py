@@ -9,8 +9,11 @@ Layout of a workdir:
 
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -81,6 +84,34 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates `workdir` and proves it writable, with one-line errors, before any compiling."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-'):
+      pass
+  except OSError as error:
+    raise CheckpointError(f'--workdir {workdir}: cannot be created or written '
+                          f'({error.strerror or error})') from None
+
+
+# Room needed beyond two copies of the state (latest and best) for logs and Orbax's
+# temporary files.
+_SPACE_MARGIN_BYTES = 64 * 2**20
+
+
+def check_free_space(workdir: str, abstract_state: Any) -> None:
+  """Refuses to start when the workdir's disk cannot hold the latest and best checkpoints."""
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state)
+                    if hasattr(x, 'dtype'))
+  needed = 2 * state_bytes + _SPACE_MARGIN_BYTES
+  free = shutil.disk_usage(workdir).free
+  if free < needed:
+    raise CheckpointError(f'--workdir {workdir}: {free / 2**20:.0f} MiB free on its disk, but '
+                          f'checkpoints need about {needed / 2**20:.0f} MiB; free some space or '
+                          'choose another workdir')
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

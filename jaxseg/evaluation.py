@@ -127,7 +127,8 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'best', split: str = 'val',
   if summary is None:
     print(f'No case of {source} has a segmentation: wrote predictions only, no metrics')
     return None
-  summary.update(checkpoint_step=step, data=source, workdir=os.path.abspath(workdir),
+  # No paths or times: two runs with the same config and seed give identical files.
+  summary.update(checkpoint_step=step, data=source if not data_root else 'data_root',
                  mirror_axes=list(mirror_axes))
   print(format_table(summary))
   print(f'{split if not data_root else "data"} {dice_line(summary)}')

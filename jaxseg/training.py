@@ -29,6 +29,8 @@ def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
 
   With `augment_config.enabled`, the batch is augmented first (augment.py), with a key
   that depends only on `augment_key` and the step, so a resumed run augments alike.
+  A non-finite loss or gradient leaves parameters and optimiser state as they were
+  (metrics['finite'] is then False; the training loop decides what happens next).
   """
   images, targets = batch['image'], batch['target'].astype(jnp.float32)
   if augment_config is not None and augment_config.enabled:
@@ -43,7 +45,16 @@ def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
   for t in range(per_iteration.shape[0]):
     metrics[f'loss_iteration{t + 1}'] = per_iteration[t]
-  return state.apply_gradients(grads=grads), metrics
+  finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  updated = state.apply_gradients(grads=grads)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+  metrics['finite'] = finite
+  return updated.replace(params=keep(updated.params, state.params),
+                         opt_state=keep(updated.opt_state, state.opt_state)), metrics
+
+
+class NonFiniteError(ValueError):
+  """A non-finite loss or gradient stopped training; the message names the step."""
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -57,6 +68,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   augment.check_config(config.augment)
   inference.check_mirror_axes(tuple(config.eval.mirror_axes), len(config.data.image_size))
+  if config.train.on_nonfinite not in ('stop', 'skip'):
+    raise ValueError(f"train.on_nonfinite must be 'stop' or 'skip', got "
+                     f'{config.train.on_nonfinite!r}')
   if config.data.num_workers < 0 or config.data.prefetch < 1:
     raise ValueError(f'data.num_workers must be >= 0 and data.prefetch >= 1, got '
                      f'{config.data.num_workers} and {config.data.prefetch}')
@@ -79,12 +93,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      tuple(config.loss.iteration_weights))
   data = load_splits(config.data)  # bad data stops the run before the workdir is touched
   train_data, val_data = data['train'], data['val']
-  os.makedirs(workdir, exist_ok=True)
+  checkpointing.prepare_workdir(workdir)
   checkpointer = checkpointing.Checkpointer(workdir)
   if checkpointer.latest_step() is not None:
     checkpointing.check_same_model(workdir, config)
   splits.record(workdir, split_ids(data))
   model, init_state, abstract_state = setup_model(config, train_data)
+  checkpointing.check_free_space(workdir, abstract_state)
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
@@ -117,6 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   progress = tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   window_start, window_steps = time.perf_counter(), 0
+  unchecked = []  # (step, device flag 'loss and gradient finite'), checked in batches
   with preemption.SigtermRequest() as sigterm:
     for step in range(start_step, num_steps):
       batch = parallel.shard_batch(next(batches), mesh)
@@ -124,8 +140,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       completed = step + 1
       window_steps += 1
       progress.update(1)
+      unchecked.append((completed, step_metrics.pop('finite')))
 
-      if completed % config.train.log_every_steps == 0 or completed == num_steps:
+      save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps or
+              sigterm.requested)
+      log = completed % config.train.log_every_steps == 0 or completed == num_steps
+      validate = save or completed % config.eval.every_steps == 0
+      if log or validate:  # checked before anything is logged or saved
+        bad = [s for s, finite in unchecked if not bool(finite)]
+        unchecked.clear()
+        if bad and config.train.on_nonfinite == 'stop':
+          progress.close()
+          checkpointer.close()  # pending saves complete: the last good checkpoint is kept
+          raise NonFiniteError(
+              f'step {bad[0]}: non-finite loss or gradient; its update was not applied and '
+              f'training stopped. The last good checkpoint, step {checkpointer.latest_step()}, '
+              f'is kept in {workdir}. Lower train.learning_rate or check the data; '
+              '--config.train.on_nonfinite=skip skips such updates instead')
+        if bad:
+          progress.write(f'warning: non-finite loss or gradient at step(s) {bad}: '
+                         'update(s) skipped')
+
+      if log:
         scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
         elapsed = time.perf_counter() - window_start
         scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
@@ -136,9 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           logger.write(completed, 'train', scalars)
         window_start, window_steps = time.perf_counter(), 0
 
-      save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps or
-              sigterm.requested)
-      if save or completed % config.eval.every_steps == 0:
+      if validate:
         _, summary = evaluation.evaluate(logits_fn, state.params, val_data, config.eval,
                                          config.data.image_size, mesh, with_hd95=False)
         progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
