@@ -1,14 +1,16 @@
 """Time to segment one BraTS-sized case (4 x 240 x 240 x 155) with sliding windows.
 
   python benchmarks/inference.py                          # 3D LSTM-U-Net, :brats3d config
-  python benchmarks/inference.py --config=unet:brats3d --tta=False
+  python benchmarks/inference.py --config=lstm_unet:3d --batch_size=16 --tta=case
 
 Writes one synthetic case in the BraTS 2021 layout to a temporary directory,
 preprocesses it (brain crop, z-score), and times `jaxseg.inference.predict_cases` on
 it: the model of the config (random parameters: the time does not depend on their
 values), windows of data.image_size with eval.overlap, eval.batch_size windows per
-call, without and with mirroring TTA over every spatial axis (2^3 = 8 passes). The
-first call of each variant includes compilation; it is reported separately.
+call, without mirroring TTA; with TTA over every spatial axis (2^3 = 8 passes) either
+on the whole case (--tta=case) or timed on one batch of windows against the plain pass
+and scaled to the case (--tta=batch, the default: TTA on a whole case takes hours of
+CPU). The first call includes compilation; it is reported separately.
 """
 
 import argparse
@@ -39,7 +41,10 @@ from input_pipeline import write_cases  # noqa: E402
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', default='lstm_unet:brats3d', help='configs/<file>:<variant>')
-  parser.add_argument('--tta', default='both', choices=['both', 'False', 'True'])
+  parser.add_argument('--tta', default='batch', choices=['batch', 'case'],
+                      help="TTA on the whole case ('case'), or, since it costs hours of "
+                      "CPU, timed on one batch of windows against the plain pass ('batch') "
+                      'and scaled to the case')
   parser.add_argument('--batch_size', type=int, default=None, help='default: eval.batch_size')
   args = parser.parse_args()
 
@@ -63,10 +68,9 @@ def main():
     print(f'{args.config}: {sum(x.size for x in jax.tree.leaves(params)):,} parameters; case '
           f'240x240x155x4 cropped to the brain {image.shape[:-1]}; {windows} windows of {size} '
           f'(overlap {config.eval.overlap}), {batch_size} per call')
-    variants = {'both': (False, True), 'False': (False,), 'True': (True,)}[args.tta]
-    for tta in variants:
-      mirror_axes = tuple(range(len(size))) if tta else ()
-      logits_fn = inference.make_logits_fn(model, mesh, mirror_axes)
+    mirror_axes = tuple(range(len(size)))
+    for tta in (False, True) if args.tta == 'case' else (False,):
+      logits_fn = inference.make_logits_fn(model, mesh, mirror_axes if tta else ())
       times = []
       for _ in range(2):  # the first includes compilation
         start = time.perf_counter()
@@ -74,8 +78,22 @@ def main():
                                          config.eval.overlap):
           pass
         times.append(time.perf_counter() - start)
-      print(f'TTA {"on (8 mirrorings)" if tta else "off"}: {times[1]:.1f} s per case '
+      print(f'TTA {"on (all mirrorings)" if tta else "off"}: {times[1]:.1f} s per case '
             f'(first call with compilation {times[0]:.1f} s)', flush=True)
+    if args.tta == 'batch':
+      windows = np.stack([image[tuple(slice(0, s) for s in size)]] * batch_size)
+      windows = parallel.shard_batch({'image': windows}, mesh)['image']
+      per_batch = []
+      for axes in ((), mirror_axes):
+        compiled = inference.make_logits_fn(model, mesh, axes).lower(params, windows).compile()
+        jax.block_until_ready(compiled(params, windows))
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(params, windows))
+        per_batch.append(time.perf_counter() - start)
+      ratio = per_batch[1] / per_batch[0]
+      print(f'one batch of {batch_size} windows: {per_batch[0]:.2f} s plain, {per_batch[1]:.2f} s '
+            f'with TTA over axes {mirror_axes} ({ratio:.2f}x); TTA on, scaled to the case: '
+            f'{times[1] * ratio:.0f} s per case', flush=True)
 
 
 if __name__ == '__main__':
