@@ -68,6 +68,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   augment.check_config(config.augment)
   inference.check_mirror_axes(tuple(config.eval.mirror_axes), len(config.data.image_size))
+  if not 0 <= config.eval.overlap < 1:
+    raise ValueError(f'eval.overlap must be in [0, 1), got {config.eval.overlap}')
   if config.train.on_nonfinite not in ('stop', 'skip'):
     raise ValueError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                      f'{config.train.on_nonfinite!r}')
