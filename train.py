@@ -15,7 +15,7 @@ from jaxseg.xla_flags import apply_default_flags
 apply_default_flags()  # before JAX starts its backend
 
 from ml_collections import config_flags
-from jaxseg import cli, training
+from jaxseg import cli, parallel, training
 
 FLAGS = flags.FLAGS
 # No default file: ml_collections would parse --config.x=y overrides against it while the
@@ -25,12 +25,23 @@ config_flags.DEFINE_config_file('config', None, 'Config file, path[:variant], e.
 flags.mark_flag_as_required('config')
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics '
                     '(default: runs/<model.name>).')
+# Several processes (hosts): JAX detects SLURM (srun), TPU pods and Open MPI by itself;
+# elsewhere give all three.
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for multi-process '
+                    'jobs that JAX does not detect.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes of the job.')
+flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
 
 
 def main(argv):
   cli.parse_flags(argv)
   workdir = FLAGS.workdir or f'runs/{FLAGS.config.model.name}'
-  cli.run(lambda: training.train_and_evaluate(FLAGS.config, workdir))
+
+  def train():
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
+    training.train_and_evaluate(FLAGS.config, workdir)
+  cli.run(train)
 
 
 if __name__ == '__main__':

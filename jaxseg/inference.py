@@ -128,8 +128,8 @@ def _run_batch(logits_fn, params, items, image_size, batch_size, mesh):
     cut = case.volume[tuple(slice(s, s + w) for s, w in zip(start, window))]
     windows.append(cut.reshape(*image_size, cut.shape[-1]))
   windows += [windows[-1]] * (batch_size - len(windows))  # one compiled batch size
-  batch = parallel.shard_batch({'image': np.stack(windows)}, mesh)['image']
-  logits = np.asarray(jax.device_get(logits_fn(params, batch)))  # (T, B, *image_size, R)
+  batch = parallel.shard_global(np.stack(windows), mesh)  # every process has every window
+  logits = parallel.to_host(logits_fn(params, batch))  # (T, B, *image_size, R)
   for b, (case, start) in enumerate(items):
     window = sampling.window_shape(image_size, case.volume.ndim - 1)
     if case.logits is None:

@@ -99,7 +99,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = checkpointing.Checkpointer(workdir)
   if checkpointer.latest_step() is not None:
     checkpointing.check_same_model(workdir, config)
-  splits.record(workdir, split_ids(data))
+  primary = jax.process_index() == 0  # files shared by all processes: written by one
+  if primary:
+    splits.record(workdir, split_ids(data))
   model, init_state, abstract_state = setup_model(config, train_data)
   checkpointing.check_free_space(workdir, abstract_state)
   mesh = parallel.make_mesh()
@@ -113,7 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f'Resuming from step {int(state.step)} in {workdir}')
   else:
     state = jax.jit(init_state, out_shardings=replicated)()
-  checkpointing.write_config(workdir, config)  # the config this run continues with
+  if primary:
+    checkpointing.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f'{config.model.name}: {num_params:,} parameters; {len(train_data)} training and '
         f'{len(val_data)} validation cases, training on {tuple(config.data.image_size)} '
@@ -128,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       train_batches(train_data, config, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
   schedule = learning_rate_schedule(config.train)
-  logger = MetricLogger(workdir) if jax.process_index() == 0 else None
+  logger = MetricLogger(workdir) if primary else None
 
   start_step, num_steps = int(state.step), config.train.num_steps
   progress = tqdm(total=num_steps, initial=start_step, desc='train', unit='step',

@@ -173,8 +173,11 @@ def train_batches(data: SegmentationData, config: ml_collections.ConfigDict,
     raise ValueError(f'train.batch_size={batch_size} does not divide over {process_count} '
                      'processes')
   sample = _SampleWindow(data, tuple(config.data.image_size), config.data.foreground_fraction)
-  samples = (grain.MapDataset.range(len(data)).seed(config.train.seed).shuffle().repeat(None)
-             .random_map(sample))
+  # 'Endless': 2^40 samples. grain's unbounded repeat(None) overflows len() after a
+  # batch of 1 (one row per process), so the count is finite.
+  num_epochs = 2**40 // len(data) + 1
+  samples = (grain.MapDataset.range(len(data)).seed(config.train.seed).shuffle()
+             .repeat(num_epochs).random_map(sample))
   return samples.batch(batch_size // process_count)[process_index::process_count]
 
 
