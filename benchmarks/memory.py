@@ -1,0 +1,78 @@
+"""Peak memory of a compiled train step, with and without rematerialisation.
+
+  python benchmarks/memory.py                              # 3D LSTM-U-Net, :brats3d, 128^3
+  python benchmarks/memory.py --config=lstm_unet:brats3d --batch_size=1 --dtype=bfloat16
+
+Compiles (does not run) the train step of the config for the default JAX device and
+reads XLA's memory analysis of the compiled program: arguments (parameters, optimiser
+state, batch), outputs, and temporaries (the activations kept for the backward pass,
+which rematerialisation trades for recomputation). Compiling needs no accelerator
+memory, so the figures for a 128^3 patch come from any machine; they are XLA's
+estimate for the device compiled for.
+"""
+
+import argparse
+import functools
+import importlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+
+apply_default_flags()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxseg import losses  # noqa: E402
+from jaxseg.data import SegmentationData  # noqa: E402
+from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
+from jaxseg.train_state import num_iterations, setup_model  # noqa: E402
+from jaxseg.training import train_step  # noqa: E402
+
+GIB = 2**30
+
+
+def analyse(config, batch_size: int) -> dict[str, float]:
+  channels = tuple(config.data.modalities)
+  data = SegmentationData([], [], (), (), BRATS_2023_REGIONS, channels)
+  _, _, abstract_state = setup_model(config, data)
+  shape = (batch_size, *config.data.image_size)
+  batch = {'image': jax.ShapeDtypeStruct((*shape, len(channels)), jnp.float32),
+           'target': jax.ShapeDtypeStruct((*shape, len(BRATS_2023_REGIONS)), jnp.uint8)}
+  step = jax.jit(functools.partial(
+      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
+      dice_weight=1.0, ce_weight=1.0), donate_argnums=0)
+  memory = step.lower(abstract_state, batch).compile().memory_analysis()
+  return {'arguments': memory.argument_size_in_bytes / GIB,
+          'outputs': memory.output_size_in_bytes / GIB,
+          'temporaries': memory.temp_size_in_bytes / GIB}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='lstm_unet:brats3d')
+  parser.add_argument('--batch_size', type=int, default=None)
+  parser.add_argument('--dtype', default='float32')
+  args = parser.parse_args()
+  name, _, variant = args.config.partition(':')
+  print(f'jax {jax.__version__}, compiled for {jax.devices()[0].platform} '
+        f'({jax.devices()[0].device_kind})')
+  print('| config | batch | dtype | remat | arguments (GiB) | temporaries (GiB) | peak: arguments + temporaries (GiB) |')
+  print('| --- | ---: | --- | --- | ---: | ---: | ---: |')
+  for remat in (False, True):
+    config = importlib.import_module(f'configs.{name}').get_config(variant or None)
+    config.model.remat = remat
+    config.model.dtype = args.dtype
+    batch_size = args.batch_size or config.train.batch_size
+    sizes = analyse(config, batch_size)
+    total = sizes['arguments'] + sizes['temporaries']  # outputs reuse the donated state
+    print(f'| {args.config} {tuple(config.data.image_size)} | {batch_size} | {args.dtype} | '
+          f'{remat} | {sizes["arguments"]:.2f} | {sizes["temporaries"]:.2f} | {total:.2f} |',
+          flush=True)
+
+
+if __name__ == '__main__':
+  main()
