@@ -44,7 +44,8 @@ def analyse(config, batch_size: int) -> dict[str, float]:
            'target': jax.ShapeDtypeStruct((*shape, len(BRATS_2023_REGIONS)), jnp.uint8)}
   step = jax.jit(functools.partial(
       train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
-      dice_weight=1.0, ce_weight=1.0), donate_argnums=0)
+      dice_weight=1.0, ce_weight=1.0, microbatches=config.train.microbatches),
+      donate_argnums=0)
   memory = step.lower(abstract_state, batch).compile().memory_analysis()
   return {'arguments': memory.argument_size_in_bytes / GIB,
           'outputs': memory.output_size_in_bytes / GIB,
@@ -56,22 +57,27 @@ def main():
   parser.add_argument('--config', default='lstm_unet:brats3d')
   parser.add_argument('--batch_size', type=int, default=None)
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
   args = parser.parse_args()
   name, _, variant = args.config.partition(':')
   print(f'jax {jax.__version__}, compiled for {jax.devices()[0].platform} '
         f'({jax.devices()[0].device_kind})')
-  print('| config | batch | dtype | remat | arguments (GiB) | temporaries (GiB) | peak: arguments + temporaries (GiB) |')
-  print('| --- | ---: | --- | --- | ---: | ---: | ---: |')
-  for remat in (False, True):
+  print('| config | batch | dtype | remat | microbatches | arguments (GiB) | temporaries (GiB) '
+        '| arguments + temporaries (GiB) |')
+  print('| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |')
+  runs = [(remat, 1) for remat in (False, True)]
+  runs += [(False, int(k)) for k in args.microbatches.split(',') if int(k) > 1]
+  for remat, microbatches in runs:
     config = importlib.import_module(f'configs.{name}').get_config(variant or None)
     config.model.remat = remat
+    config.train.microbatches = microbatches
     config.model.dtype = args.dtype
     batch_size = args.batch_size or config.train.batch_size
     sizes = analyse(config, batch_size)
     total = sizes['arguments'] + sizes['temporaries']  # outputs reuse the donated state
     print(f'| {args.config} {tuple(config.data.image_size)} | {batch_size} | {args.dtype} | '
-          f'{remat} | {sizes["arguments"]:.2f} | {sizes["temporaries"]:.2f} | {total:.2f} |',
-          flush=True)
+          f'{remat} | {microbatches} | {sizes["arguments"]:.2f} | {sizes["temporaries"]:.2f} | '
+          f'{total:.2f} |', flush=True)
 
 
 if __name__ == '__main__':

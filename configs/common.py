@@ -69,6 +69,7 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.train.seed = 0
   config.train.num_steps = {'2d': 500, '3d': 300, 'brats2d': 100_000, 'brats3d': 50_000}[variant]
   config.train.batch_size = {'2d': 8, '3d': 2, 'brats2d': 32, 'brats3d': 2}[variant]
+  config.train.microbatches = 1  # > 1: gradient accumulation over parts of each batch
   config.train.learning_rate = 1e-3 if brats else 3e-3
   config.train.warmup_steps = 1000 if brats else 50
   config.train.weight_decay = 1e-4

@@ -24,8 +24,12 @@ from jaxseg.train_state import (TrainState, init_key, learning_rate_schedule, nu
 
 def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
                dice_weight: float, ce_weight: float, augment_config=None,
-               augment_key: jax.Array | None = None):
+               augment_key: jax.Array | None = None, microbatches: int = 1):
   """One optimiser update. Returns (new state, scalar metrics of this step).
+
+  With `microbatches` = k > 1 the batch is split into k parts whose gradients are
+  computed one after the other (a scan) and averaged: the activations of only one part
+  are alive at a time. The Dice term is then pooled per part rather than per batch.
 
   With `augment_config.enabled`, the batch is augmented first (augment.py), with a key
   that depends only on `augment_key` and the step, so a resumed run augments alike.
@@ -37,11 +41,25 @@ def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
     images, targets = augment.augment_batch(jax.random.fold_in(augment_key, state.step),
                                             images, targets, augment_config)
 
-  def loss_fn(params):
+  def loss_fn(params, images, targets):
     logits, aux = state.apply_fn({'params': params}, images)
     return losses.total_loss(logits, aux, targets, iteration_weights, dice_weight, ce_weight)
 
-  (loss, per_iteration), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (loss, per_iteration), grads = grad_fn(state.params, images, targets)
+  else:
+    # Part m holds rows m, m + k, ...: the sharded batch axis stays whole on each device.
+    def split(x):
+      return x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+
+    def accumulate(total, part):
+      out = grad_fn(state.params, *part)
+      return jax.tree.map(jnp.add, total, out), None
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params, split(images)[0],
+                                                         split(targets)[0]))
+    total, _ = jax.lax.scan(accumulate, zeros, (split(images), split(targets)))
+    (loss, per_iteration), grads = jax.tree.map(lambda x: x / microbatches, total)
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
   for t in range(per_iteration.shape[0]):
     metrics[f'loss_iteration{t + 1}'] = per_iteration[t]
@@ -65,6 +83,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config[section][name] < 1:
       raise ValueError(f'{key} must be at least 1, got {config[section][name]}')
   parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
+  k = config.train.microbatches
+  if k < 1 or config.train.batch_size % (k * jax.device_count()):
+    raise ValueError(f'train.microbatches={k}: train.batch_size={config.train.batch_size} must '
+                     f'be a multiple of microbatches x devices ({k} x {jax.device_count()})')
   parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
   augment.check_config(config.augment)
   inference.check_mirror_axes(tuple(config.eval.mirror_axes), len(config.data.image_size))
@@ -125,6 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = jax.jit(functools.partial(
       train_step, iteration_weights=weights, dice_weight=config.loss.dice_weight,
       ce_weight=config.loss.ce_weight, augment_config=config.augment,
+      microbatches=config.train.microbatches,
       augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
   logits_fn = inference.make_logits_fn(model, mesh, tuple(config.eval.mirror_axes))
   batches = train_iterator(

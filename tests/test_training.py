@@ -107,3 +107,26 @@ def test_config_of_an_older_run_gets_new_keys_from_the_defaults(tmp_path, tiny_l
   assert tuple(config.eval.mirror_axes) == ()
   assert config.train.num_steps == 123 and tuple(config.model.features) == (8, 16)
   assert checkpointing.saved_model_name(str(tmp_path)) == 'lstm_unet'
+
+
+def test_microbatches_accumulate_the_same_gradient(tiny_unet_config):
+  """With the per-sample cross-entropy alone (the Dice term pools over a batch), two
+  micro-batches of 2 give the update of one batch of 4."""
+  config = tiny_unet_config
+  config.train.batch_size = 4
+  data = load_splits(config.data, ('train',))['train']
+  _, init_state, _ = setup_model(config, data)
+  batch = train_batches(data, config)[0]
+  states = []
+  for k in (1, 2):
+    step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(1),
+                                     dice_weight=0.0, ce_weight=1.0, microbatches=k))
+    states.append(step(init_state(), batch))
+  (one, metrics_one), (two, metrics_two) = states
+  assert float(metrics_one['loss']) == pytest.approx(float(metrics_two['loss']), rel=1e-5)
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  # Adam's first step hardly depends on the gradient's scale: compare the norm too.
+  assert float(metrics_one['grad_norm']) == pytest.approx(float(metrics_two['grad_norm']),
+                                                          rel=1e-4)
+  assert float(metrics_one['grad_norm']) > 0
