@@ -130,3 +130,18 @@ def test_microbatches_accumulate_the_same_gradient(tiny_unet_config):
   assert float(metrics_one['grad_norm']) == pytest.approx(float(metrics_two['grad_norm']),
                                                           rel=1e-4)
   assert float(metrics_one['grad_norm']) > 0
+
+
+def test_train_step_compiles_once(tiny_lstm_config):
+  """Steps after the first reuse the compiled program: no shape or type drift."""
+  config = tiny_lstm_config
+  data = load_splits(config.data, ('train',))['train']
+  _, init_state, _ = setup_model(config, data)
+  mesh = parallel.make_mesh()
+  state = jax.device_put(init_state(), parallel.replicated(mesh))
+  step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(2),
+                                   dice_weight=1.0, ce_weight=1.0), donate_argnums=0)
+  batches = train_batches(data, config)
+  for s in range(4):
+    state, _ = step(state, parallel.shard_batch(batches[s], mesh))
+  assert step._cache_size() == 1
