@@ -170,8 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.update(1)
       unchecked.append((completed, step_metrics.pop('finite')))
 
-      save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps or
-              sigterm.requested)
+      # Read once: a SIGTERM that arrives while this step is logged or validated is
+      # acted on (saved, then stopped) at the next step, never stopped on unsaved.
+      stop = sigterm.requested
+      save = completed % config.checkpoint.every_steps == 0 or completed == num_steps or stop
       log = completed % config.train.log_every_steps == 0 or completed == num_steps
       validate = save or completed % config.eval.every_steps == 0
       if log or validate:  # checked before anything is logged or saved
@@ -210,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           # Every process's stream is at the same position: process 0's state serves all.
           checkpointer.save(completed, state, summary, batches.get_state())
         window_start, window_steps = time.perf_counter(), 0  # validation is not training time
-      if sigterm.requested:
+      if stop:
         progress.write(f'SIGTERM: saved the checkpoint of step {completed}; run the same '
                        'command again to resume from it')
         break

@@ -172,3 +172,23 @@ def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path, tiny_lstm
     with open(os.path.join(workdir, 'per_case_metrics.csv'), 'rb') as f:
       files.append(f.read())
   assert files[0] == files[2] and files[1] == files[3]
+
+
+def test_sigterm_during_a_validation_still_saves_before_stopping(
+    tmp_path, monkeypatch, tiny_lstm_config, capsys):
+  """A SIGTERM that lands while a step is validated (a blocking, seconds-long moment)
+  must lead to a saved checkpoint, never to a stop without one."""
+  config = tiny_lstm_config
+  config.train.num_steps = 50
+  config.checkpoint.every_steps = 100
+  config.eval.every_steps = 2
+  original = evaluation.evaluate
+
+  def evaluate_then_sigterm(*args, **kwargs):
+    result = original(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return result
+  monkeypatch.setattr(training.evaluation, 'evaluate', evaluate_then_sigterm)
+  training.train_and_evaluate(config, str(tmp_path))
+  assert checkpointing.Checkpointer(str(tmp_path), create=False).latest_step() == 3
+  assert 'SIGTERM: saved the checkpoint of step 3' in capsys.readouterr().out
