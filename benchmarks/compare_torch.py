@@ -1,0 +1,311 @@
+"""JAX (jaxseg) against a PyTorch reference of the same models, side by side in one run.
+
+  pip install -e '.[bench]'
+  python benchmarks/compare_torch.py            # 2D at 128^2 (batch 8), 3D at 64^3 (batch 2)
+  python benchmarks/compare_torch.py --quick    # fewer timed steps
+  python benchmarks/compare_torch.py --large    # also 3D at 128^3 (slow on a CPU)
+
+For each case both frameworks run in the same command, one after the other, on the same
+random inputs (channels-last for JAX, channels-first for PyTorch, drawn from one seed).
+Each measurement runs in a process of its own: in one shared process, PyTorch's 3D
+steps after a JAX measurement were several times slower and erratic (likely the
+other framework's thread pools competing for the 2 cores; not isolated, as those runs
+also overlapped other jobs on the machine). JAX runs jaxseg's own
+`setup_model` and `train_step` (AdamW after global-norm clipping, skip of non-finite
+updates), jit-compiled as train.py does; PyTorch runs benchmarks/torch_models.py in
+eager mode with torch.optim.AdamW and clip_grad_norm_. Before timing, the Flax
+parameters are copied into the PyTorch model of a small 2D and 3D LSTM-U-Net and the
+logits compared, so the two sides compute the same function.
+
+Columns: 'compile s' is lower + compile of the train step for JAX and the first
+(warm-up) train step for PyTorch, which has no compile step in eager mode; throughputs
+are batch / median step time after one warm-up step; 'peak mem' is XLA's estimate of
+the compiled train step's arguments + temporaries (not measured for PyTorch on CPU).
+Ratios are JAX / PyTorch throughput: above 1, JAX is faster.
+"""
+
+import argparse
+import functools
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+
+apply_default_flags()  # before JAX starts its CPU backend, as train.py does
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import torch_models  # noqa: E402
+from jaxseg import losses  # noqa: E402
+from jaxseg.data import SegmentationData  # noqa: E402
+from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
+from jaxseg.train_state import init_key, num_iterations, setup_model  # noqa: E402
+from jaxseg.training import train_step  # noqa: E402
+
+jax.config.update('jax_default_prng_impl', 'rbg')  # as jaxseg: threefry compiles slowly on CPU
+GIB = 2**30
+
+# (label, config module, config variant, spatial shape, batch size); features come from
+# the variant's config: (16, 32, 64, 128) for '2d', (8, 16, 32, 64) for '3d'.
+CASES = [
+    ('2D U-Net', 'unet', '2d', (128, 128), 8),
+    ('2D LSTM-U-Net T=3', 'lstm_unet', '2d', (128, 128), 8),
+    ('3D U-Net', 'unet', '3d', (64, 64, 64), 2),
+    ('3D LSTM-U-Net T=3', 'lstm_unet', '3d', (64, 64, 64), 2),
+]
+LARGE_CASES = [
+    ('3D U-Net 128^3', 'unet', '3d', (128, 128, 128), 2),
+    ('3D LSTM-U-Net T=3 128^3', 'lstm_unet', '3d', (128, 128, 128), 2),
+]
+
+
+def make_config(name: str, variant: str, shape, batch: int):
+  config = importlib.import_module(f'configs.{name}').get_config(variant)
+  config.data.image_size = tuple(shape)
+  config.train.batch_size = batch
+  return config
+
+
+def make_inputs(config, seed: int = 0):
+  """Random z-scored images and region masks, channels-last (B, *spatial, C)."""
+  rng = np.random.default_rng(seed)
+  batch, shape = config.train.batch_size, tuple(config.data.image_size)
+  channels, regions = len(config.data.modalities), len(BRATS_2023_REGIONS)
+  image = rng.standard_normal((batch, *shape, channels), dtype=np.float32)
+  target = (rng.random((batch, *shape, regions)) < 0.1).astype(np.uint8)
+  return image, target
+
+
+def channels_first(x: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+
+
+def time_steps(run, steps: int) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of the `steps` calls after it)."""
+  start = time.perf_counter()
+  run()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return first, statistics.median(times)
+
+
+def jax_setup(config):
+  data = SegmentationData([], [], (), (), BRATS_2023_REGIONS, tuple(config.data.modalities))
+  model, init_state, _ = setup_model(config, data)
+  return model, jax.jit(init_state)()
+
+
+def measure_jax(config, image, target, steps: int) -> dict:
+  """jaxseg's train step and forward pass, compiled as in train.py."""
+  model, state = jax_setup(config)
+  params = sum(x.size for x in jax.tree.leaves(state.params))
+  step = jax.jit(functools.partial(
+      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
+      dice_weight=config.loss.dice_weight, ce_weight=config.loss.ce_weight,
+      augment_config=config.augment, microbatches=config.train.microbatches,
+      augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
+  batch = {'image': jnp.asarray(image), 'target': jnp.asarray(target)}
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / GIB if memory else None
+
+  def train():
+    nonlocal state
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+  _, train_s = time_steps(train, steps)
+
+  # Inference: the last iteration's logits, as evaluation uses them.
+  forward = jax.jit(lambda p, x: model.apply({'params': p}, x)[0][-1])
+  forward = forward.lower(state.params, batch['image']).compile()
+  _, infer_s = time_steps(lambda: forward(state.params, batch['image']).block_until_ready(),
+                          steps)
+  return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
+          'peak_gib': peak}
+
+
+def torch_model(config, ndim: int) -> torch.nn.Module:
+  model = config.model
+  if (model.norm, model.activation, model.upsampling, model.deep_supervision,
+      model.dtype) != ('group', 'relu', 'transpose', False, 'float32'):
+    raise ValueError('the PyTorch reference mirrors only the default model settings')
+  common = dict(ndim=ndim, in_channels=len(config.data.modalities),
+                features=tuple(model.features), num_outputs=len(BRATS_2023_REGIONS))
+  if model.name == 'unet':
+    return torch_models.UNet(**common)
+  return torch_models.LSTMUNet(num_iterations=model.num_iterations,
+                               lstm_at=tuple(model.lstm_at), **common)
+
+
+def measure_torch(config, image, target, steps: int) -> dict:
+  """The same step in eager PyTorch: forward, loss, backward, clipping, AdamW."""
+  torch.manual_seed(config.train.seed)
+  model = torch_model(config, image.ndim - 2)
+  train_config = config.train
+  optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
+                                weight_decay=train_config.weight_decay)
+  x, y = channels_first(image), channels_first(target).float()
+
+  def train():
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch_models.total_loss(model(x), y, config.loss.dice_weight, config.loss.ce_weight)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+    if torch.isfinite(loss) and torch.isfinite(norm):  # as jaxseg: skip non-finite updates
+      optimizer.step()
+  first_s, train_s = time_steps(train, steps)
+
+  def infer():
+    with torch.inference_mode():
+      model(x)[-1]
+  _, infer_s = time_steps(infer, steps)
+  return {'params': torch_models.num_params(model), 'compile_s': first_s, 'train_s': train_s,
+          'infer_s': infer_s, 'peak_gib': None}
+
+
+def load_flax_params(model: torch.nn.Module, params: dict, ndim: int) -> None:
+  """Copies Flax parameters of the same architecture into the PyTorch reference."""
+  def conv(kernel):  # (*k, in, out) -> (out, in, *k)
+    return np.transpose(kernel, (ndim + 1, ndim, *range(ndim)))
+
+  def set_(tensor, value):
+    value = torch.tensor(np.asarray(value))  # a copy: device arrays are read-only
+    assert tensor.shape == value.shape, (tensor.shape, value.shape)
+    tensor.copy_(value)
+
+  def block(sequential, p):  # conv, norm, relu, conv, norm, relu
+    for i in range(2):
+      set_(sequential[3 * i].weight, conv(p[f'Conv_{i}']['kernel']))
+      set_(sequential[3 * i + 1].weight, p[f'Norm_{i}']['GroupNorm_0']['scale'])
+      set_(sequential[3 * i + 1].bias, p[f'Norm_{i}']['GroupNorm_0']['bias'])
+
+  body_params = params['refine']['body'] if 'refine' in params else params['body']
+  body = model.body
+  with torch.no_grad():
+    for level, encoder in enumerate(body.encoders):
+      block(encoder, body_params[f'encoder{level}'])
+      block(body.decoders[level], body_params[f'decoder{level}'])
+      # jaxseg's dense kernel (in, 2^d * out) in depth_to_space order (*factors, out)
+      # is the transposed conv's (in, out, *factors) kernel.
+      up = body_params[f'upsample{level}']
+      kernel = up['kernel']['kernel']
+      kernel = kernel.reshape(kernel.shape[0], *(2,) * ndim, -1)
+      set_(body.upsamples[level].weight, np.transpose(kernel, (0, ndim + 1, *range(1, ndim + 1))))
+      set_(body.upsamples[level].bias, up['bias'])
+    block(body.bottleneck, body_params['bottleneck'])
+    for location, cell in body.lstms.items():
+      set_(cell.gates.weight, conv(body_params[f'lstm_{location}']['gates']['kernel']))
+      set_(cell.gates.bias, body_params[f'lstm_{location}']['gates']['bias'])
+    head = body_params['head']
+    set_(body.head.weight, np.asarray(head['kernel']).T.reshape(*head['kernel'].shape[::-1],
+                                                                 *(1,) * ndim))
+    set_(body.head.bias, head['bias'])
+
+
+def check_same_function(variant: str, shape) -> float:
+  """Max |logit difference| of the Flax and PyTorch LSTM-U-Nets with the same weights."""
+  config = make_config('lstm_unet', variant, shape, 2)
+  model, state = jax_setup(config)
+  image, _ = make_inputs(config, seed=1)
+  ours = np.asarray(model.apply({'params': state.params}, jnp.asarray(image))[0])
+  reference = torch_model(config, len(shape))
+  load_flax_params(reference, jax.device_get(state.params), len(shape))
+  with torch.no_grad():
+    theirs = reference(channels_first(image)).numpy()
+  return float(np.abs(np.moveaxis(theirs, 2, -1) - ours).max())
+
+
+def fmt(value, spec):
+  return 'n/a' if value is None else format(value, spec)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true', help='2 timed steps instead of 5')
+  parser.add_argument('--large', action='store_true', help='also 3D cases at 128^3')
+  parser.add_argument('--steps', type=int, default=None, help='timed steps per measurement')
+  parser.add_argument('--one', nargs=2, metavar=('CASE', 'FRAMEWORK'),
+                      help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
+  args = parser.parse_args()
+  steps = args.steps or (2 if args.quick else 5)
+  torch.set_num_threads(os.cpu_count())
+  cases = CASES + LARGE_CASES
+  if args.one:
+    _, name, variant, shape, batch = cases[int(args.one[0])]
+    config = make_config(name, variant, shape, batch)
+    image, target = make_inputs(config)  # the same seed in every process: the same inputs
+    measure = measure_jax if args.one[1] == 'JAX' else measure_torch
+    print(json.dumps(measure(config, image, target, steps)))
+    return
+  print(f'python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__}, '
+        f'numpy {np.__version__}; {platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} CPU cores (torch threads {torch.get_num_threads()}); '
+        f'{time.strftime("%Y-%m-%d", time.gmtime())}')
+  print(f'Median of {steps} steps after 1 warm-up step; float32; XLA_FLAGS='
+        f'{os.environ.get("XLA_FLAGS", "")!r}', flush=True)
+  # PyTorch's OpenMP threads wait for each other at every parallel region: a test
+  # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
+  # The load average makes such a run recognisable (it lags by about a minute).
+  print(f'load average (1 min) at start: {os.getloadavg()[0]:.2f}\n', flush=True)
+
+  for variant, shape in (('2d', (16, 16)), ('3d', (8, 8, 8))):
+    error = check_same_function(variant, shape)
+    print(f'same weights, {variant} LSTM-U-Net T=3 on {shape}: max |logit difference| '
+          f'JAX vs PyTorch = {error:.2e}', flush=True)
+    if error > 1e-3:
+      raise SystemExit('the PyTorch reference does not compute the same function as jaxseg')
+
+  rows = []
+  selected = CASES + (LARGE_CASES if args.large else [])  # a prefix of `cases`: same indices
+  for index, (label, _, _, shape, batch) in enumerate(selected):
+    results = {}
+    for framework in ('JAX', 'PyTorch'):
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), '--one', str(index),
+                            framework, f'--steps={steps}'], stdout=subprocess.PIPE, text=True,
+                           check=True).stdout
+      results[framework] = r = json.loads(out.strip().splitlines()[-1])
+      print(f'{label} {framework}: {r["params"]:,} parameters, compile/first {r["compile_s"]:.1f} s, '
+            f'train {r["train_s"] * 1000:.0f} ms/step, infer {r["infer_s"] * 1000:.0f} ms',
+            file=sys.stderr, flush=True)
+    jax_params, torch_params = results['JAX']['params'], results['PyTorch']['params']
+    if abs(jax_params - torch_params) > 0.01 * jax_params:
+      raise SystemExit(f'{label}: parameter counts differ by more than 1%: '
+                       f'{jax_params} (JAX) vs {torch_params} (PyTorch)')
+    rows.append((f'{label}, {batch} x 4 x {"x".join(map(str, shape))}', batch, results))
+
+  print('| case | framework | params | compile s | train img/s | infer img/s | peak mem GiB '
+        '| JAX/PyTorch train | JAX/PyTorch infer |')
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for label, batch, results in rows:
+    j, t = results['JAX'], results['PyTorch']
+    for framework, r in results.items():
+      ratios = (f'{t["train_s"] / j["train_s"]:.2f} | {t["infer_s"] / j["infer_s"]:.2f}'
+                if framework == 'JAX' else ' | ')
+      print(f'| {label} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
+            f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
+            f'{fmt(r["peak_gib"], ".2f")} | {ratios} |')
+  print('\ncompile s: JAX lower + compile of the train step; PyTorch: first (eager) train step.')
+  print(f'load average (1 min) at end: {os.getloadavg()[0]:.2f}')
+
+
+if __name__ == '__main__':
+  main()
