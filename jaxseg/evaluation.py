@@ -23,7 +23,7 @@ def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size,
   Whole cases are predicted with sliding windows of `image_size` (inference.py). The
   region masks scored are those of the label map the prediction is written as
   (`labels_from_regions`), so that the metrics are those of the prediction files;
-  `on_case(index, masks (T, *spatial, R))` sees every case's prediction.
+  `on_case(index, labels (T, *spatial))` sees every case's predicted label maps.
   """
   region_names = [r.name for r in data.regions]
   rows = []
@@ -31,8 +31,8 @@ def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size,
                                   eval_config.batch_size, mesh, eval_config.overlap)
   for index, logits in cases:
     # Sigmoid outputs need not nest (TC inside WT); the label map decides, as written.
-    masks = np.stack([region_masks(labels_from_regions(m, data.regions), data.regions)
-                      for m in logits > 0])  # (T, *spatial, R)
+    labels = np.stack([labels_from_regions(m, data.regions) for m in logits > 0])
+    masks = region_masks(labels, data.regions)  # (T, *spatial, R)
     if data.labels[index] is not None:
       truths = region_masks(np.asarray(data.labels[index]), data.regions)
       for t in range(masks.shape[0]):
@@ -42,7 +42,7 @@ def evaluate(logits_fn, params, data: SegmentationData, eval_config, image_size,
           rows.append({'case': data.case_ids[index], 'iteration': t + 1, 'region': name,
                        **values})
     if on_case is not None:
-      on_case(index, masks)
+      on_case(index, labels)
   if not rows:
     return rows, None
   num_iterations = max(r['iteration'] for r in rows)
@@ -154,19 +154,18 @@ class CaseOutputs:
     self.figures_dir = os.path.join(output_dir, 'figures')
     self.written = 0
 
-  def __call__(self, index: int, masks: np.ndarray) -> None:
+  def __call__(self, index: int, labels: np.ndarray) -> None:
+    """labels: (T, *spatial) predicted label maps of case `index`, one per iteration."""
     data, case_id = self.data, self.data.case_ids[index]
-    labels = np.stack([labels_from_regions(m, data.regions) for m in masks])  # (T, *spatial)
     if data.origin == 'nifti':  # back into the original geometry
       meta = data.source[index]
-      last = predictions.original_labels(masks[-1], data.regions, meta)
+      last = predictions.original_labels(labels[-1], meta)
       predictions.write_nifti(os.path.join(self.predictions_dir, f'{case_id}.nii.gz'), last, meta)
       if self.all_iterations:
-        for t in range(len(masks) - 1):
+        for t in range(len(labels) - 1):
           path = os.path.join(self.predictions_dir, 'iterations',
                               f'{case_id}_iteration{t + 1}.nii.gz')
-          predictions.write_nifti(path, predictions.original_labels(masks[t], data.regions,
-                                                                    meta), meta)
+          predictions.write_nifti(path, predictions.original_labels(labels[t], meta), meta)
       self.written += 1
     elif data.origin == 'folders':
       scale = 255 if len(data.regions) == 1 else 1  # 0/255 masks as the input's, else labels

@@ -12,12 +12,10 @@ import os
 import nibabel as nib
 import numpy as np
 
-from jaxseg.data.regions import Region, labels_from_regions
 
-
-def original_labels(masks: np.ndarray, regions: tuple[Region, ...], meta: dict) -> np.ndarray:
-  """Region masks (*cropped, R) of a cached case -> its label map in the original geometry."""
-  canonical = labels_from_regions(masks, regions)
+def original_labels(canonical: np.ndarray, meta: dict) -> np.ndarray:
+  """Canonical label map (*cropped) of a cached case -> its labels in the original
+  geometry and the layout's own label values."""
   lookup = np.zeros(int(canonical.max(initial=0)) + 1, np.uint8)
   for own, label in meta['label_mapping']:
     if label < len(lookup):
