@@ -100,6 +100,10 @@ def model_defaults(variant: str | None) -> ml_collections.ConfigDict:
   model.activation = 'relu'         # relu | leaky_relu | gelu | silu
   model.upsampling = 'transpose'    # transpose | resize
   model.deep_supervision = False
+  # How 3D convolutions are computed (same parameters and values): 'depth_folded' (one
+  # 2D convolution over stacked depth taps, much faster on XLA:CPU), 'native', or
+  # 'auto' = depth_folded on CPU, native on GPU / TPU.
+  model.conv3d = 'auto'
   model.dtype = 'float32'           # computation dtype: float32 | bfloat16
   model.param_dtype = 'float32'
   return model

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from jaxseg.models import LSTMUNet, UNet, UNetBody
-from jaxseg.models.layers import Upsample
+from jaxseg.models import resolve_conv3d
+from jaxseg.models.layers import Conv, Upsample, depth_folded_conv, downsample
 from jaxseg.models.lstm_unet import RefinementStep
 
 
@@ -122,3 +123,84 @@ def test_transpose_upsampling_equals_conv_transpose():
     assert expected.shape == (2, *(2 * s for s in spatial), 5)
     np.testing.assert_allclose(ours.apply({'params': params}, x), expected, rtol=1e-5, atol=1e-5)
     assert num_params({'params': params}) == num_params(reference.init(jax.random.key(0), x))
+
+
+def _native_conv(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), 'SAME',
+                                      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
+
+
+@pytest.mark.parametrize('kernel_size', [1, 3, 5])
+def test_depth_folded_conv_equals_3d_convolution_and_its_gradient(kernel_size):
+  """Values and both gradients (input, kernel) of the depth-folded form equal jax.grad of
+  XLA's own 3D convolution, on a non-cubic input with uneven channel counts."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7, 3))
+  kernel = jax.random.normal(jax.random.key(1), (kernel_size,) * 3 + (3, 4))
+  cotangent = jax.random.normal(jax.random.key(2), (2, 5, 6, 7, 4))
+  np.testing.assert_allclose(depth_folded_conv(x, kernel), _native_conv(x, kernel),
+                             rtol=1e-5, atol=1e-5)
+
+  def grads(conv):
+    return jax.grad(lambda x, k: jnp.sum(conv(x, k) * cotangent), argnums=(0, 1))(x, kernel)
+  for ours, reference in zip(grads(depth_folded_conv), grads(_native_conv)):
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_module_matches_flax_conv_parameters_and_values():
+  """Same parameter names, shapes and initial values as nn.Conv, so checkpoints and the
+  PyTorch weight copy do not depend on conv3d; both methods give nn.Conv's output."""
+  x = jax.random.normal(jax.random.key(0), (1, 4, 6, 8, 3))
+  reference = nn.Conv(5, (3, 3, 3), padding='SAME')
+  expected_params = reference.init(jax.random.key(1), x)['params']
+  for method in ('native', 'depth_folded'):
+    ours = Conv(5, 3, conv3d=method)
+    params = ours.init(jax.random.key(1), x)['params']
+    jax.tree.map(np.testing.assert_array_equal, params, expected_params)
+    params = {'kernel': params['kernel'], 'bias': jnp.arange(5.0)}
+    np.testing.assert_allclose(ours.apply({'params': params}, x),
+                               reference.apply({'params': params}, x), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='model.conv3d'):
+    Conv(5, conv3d='fast').init(jax.random.key(0), x)
+
+
+def test_conv3d_auto_depends_on_the_backend():
+  assert resolve_conv3d('auto', 'cpu') == 'depth_folded'
+  assert resolve_conv3d('auto', 'gpu') == 'native'
+  assert resolve_conv3d('native', 'cpu') == 'native'
+  with pytest.raises(ValueError, match="model.conv3d: unknown method 'fast'"):
+    resolve_conv3d('fast')
+
+
+def test_3d_lstm_unet_is_the_same_function_with_either_conv3d():
+  """The whole 3D LSTM-U-Net (conv blocks and ConvLSTM gates): equal logits and
+  parameter gradients with native and depth-folded convolutions."""
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4, 2))
+  models = [LSTMUNet(features=(4, 8), num_iterations=2, lstm_at=('bottleneck', 'decoder0'),
+                     conv3d=method) for method in ('native', 'depth_folded')]
+  params = models[0].init(jax.random.key(1), x)['params']
+
+  def loss(params, model):
+    logits, _ = model.apply({'params': params}, x)
+    return jnp.sum(jnp.sin(logits))
+  (native_loss, native_grads), (folded_loss, folded_grads) = (
+      jax.value_and_grad(loss)(params, model) for model in models)
+  np.testing.assert_allclose(folded_loss, native_loss, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(folded_grads), jax.tree.leaves(native_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(2, 6, 4, 3), (1, 4, 6, 2, 3)])
+def test_downsample_is_max_pooling_with_its_gradient(shape):
+  """On inputs without ties, the reshape-and-max pooling has nn.max_pool's values and
+  gradient (its gradient differs only in how ties inside a window share it)."""
+  ndim = len(shape) - 2
+  x = jax.random.permutation(jax.random.key(0), np.prod(shape)).reshape(shape) / 7.0
+  window = (2,) * ndim
+
+  def reference(x):
+    return nn.max_pool(x, window, strides=window)
+  np.testing.assert_array_equal(downsample(x), reference(x))
+  cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
+  ours, expected = (jax.grad(lambda x: jnp.sum(f(x) * cotangent))(x)
+                    for f in (downsample, reference))
+  np.testing.assert_array_equal(ours, expected)

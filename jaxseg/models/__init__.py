@@ -1,9 +1,11 @@
 """Segmentation models, chosen by name from `config.model`."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.models.convlstm import ConvLSTMCell
+from jaxseg.models.layers import check_conv3d
 from jaxseg.models.lstm_unet import LSTMUNet
 from jaxseg.models.unet import UNet, UNetBody
 
@@ -17,6 +19,15 @@ def _dtype(key: str, name: str):
   return DTYPES[name]
 
 
+def resolve_conv3d(method: str, backend: str | None = None) -> str:
+  """model.conv3d 'auto' -> 'depth_folded' on CPU (XLA:CPU's 3D convolutions are slow,
+  BENCHMARKS.md), 'native' on GPU and TPU, whose libraries have fast 3D kernels."""
+  if method != 'auto':
+    check_conv3d(method)
+    return method
+  return 'depth_folded' if (backend or jax.default_backend()) == 'cpu' else 'native'
+
+
 def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
   """The flax module described by `config.model`, predicting `num_outputs` channels."""
   common = dict(
@@ -26,6 +37,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
       activation=model_config.activation,
       upsampling=model_config.upsampling,
       deep_supervision=model_config.deep_supervision,
+      conv3d=resolve_conv3d(model_config.get('conv3d', 'auto')),
       dtype=_dtype('dtype', model_config.dtype),
       param_dtype=_dtype('param_dtype', model_config.param_dtype),
   )

@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models.layers import Conv
+
 Dtype = Any
 Carry = tuple[jax.Array, jax.Array]  # (cell state c, hidden state h)
 
@@ -22,17 +24,16 @@ class ConvLSTMCell(nn.Module):
   """
   features: int
   kernel_size: int = 3
+  conv3d: str = 'native'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
     c, h = carry
-    ndim = x.ndim - 2
-    gates = nn.Conv(4 * self.features, (self.kernel_size,) * ndim, padding='SAME',
-                    dtype=self.dtype, param_dtype=self.param_dtype,
-                    bias_init=_forget_gate_bias_init(self.features),
-                    name='gates')(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
+    gates = Conv(4 * self.features, self.kernel_size, conv3d=self.conv3d, dtype=self.dtype,
+                 param_dtype=self.param_dtype, bias_init=_forget_gate_bias_init(self.features),
+                 name='gates')(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     # The cell state stays float32 under mixed precision: it accumulates over time.
     c = nn.sigmoid(f).astype(c.dtype) * c + (nn.sigmoid(i) * jnp.tanh(g)).astype(c.dtype)

@@ -23,6 +23,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 # device, where batch statistics are noise (nnU-Net uses instance norm for that reason).
 NORMS = ('group', 'instance', 'layer', 'none')
 UPSAMPLINGS = ('transpose', 'resize')
+CONV3D_METHODS = ('native', 'depth_folded')
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -56,29 +57,110 @@ class Norm(nn.Module):
     return nn.GroupNorm(num_groups=groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
 
 
+def check_conv3d(method: str) -> None:
+  if method not in CONV3D_METHODS:
+    raise ValueError(f'model.conv3d: unknown method {method!r}; choose one of '
+                     f'{("auto",) + CONV3D_METHODS}')
+
+
+def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """'SAME' convolution, stride 1, of channels-last x with a (*k, C_in, C_out) kernel."""
+  ndim = x.ndim - 2
+  spatial = 'DHW'[-ndim:]
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1,) * ndim, 'SAME',
+      dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+
+
+def depth_folded_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A 3D 'SAME' convolution computed as one 2D convolution; equal to _conv(x, kernel).
+
+  The k taps along the first spatial axis are moved into the channels: the input is
+  stacked with its k-1 shifted copies along the channel axis (kd-major), the kernel
+  is reshaped to (kh, kw, k * C_in, C_out) to match, and the depth axis is folded into
+  the batch. XLA:CPU's 3D convolutions, and their gradients above all, are several
+  times slower than its 2D ones; this form made a 3D conv's forward + backward 3-4x
+  faster there (BENCHMARKS.md), at the cost of a k-times larger input buffer.
+  """
+  batch, depth, height, width, channels = x.shape
+  taps = kernel.shape[0]
+  if taps % 2 != 1:
+    raise ValueError(f'depth_folded_conv needs an odd kernel size, got {kernel.shape[:3]}')
+  x = jnp.pad(x, ((0, 0), (taps // 2, taps // 2), (0, 0), (0, 0), (0, 0)))
+  x = jnp.concatenate([x[:, tap:tap + depth] for tap in range(taps)], axis=-1)
+  x = x.reshape(batch * depth, height, width, taps * channels)
+  # (kd, kh, kw, C_in, C_out) -> (kh, kw, kd * C_in, C_out), matching the stacking above.
+  kernel = kernel.transpose(1, 2, 0, 3, 4).reshape(*kernel.shape[1:3], taps * channels, -1)
+  y = _conv(x, kernel)
+  return y.reshape(batch, depth, height, width, y.shape[-1])
+
+
+class Conv(nn.Module):
+  """'SAME' convolution with stride 1 and a k^d kernel: nn.Conv's parameters and values.
+
+  `conv3d` picks how 3D convolutions are computed ('native' or 'depth_folded', see
+  depth_folded_conv); 2D ones are always native. The parameters are the same either
+  way, so checkpoints do not depend on the choice.
+  """
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  conv3d: str = 'native'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    check_conv3d(self.conv3d)
+    ndim = x.ndim - 2
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (self.kernel_size,) * ndim + (x.shape[-1], self.features),
+                        self.param_dtype)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if ndim == 3 and self.conv3d == 'depth_folded':
+      y = depth_folded_conv(x, kernel)
+    else:
+      y = _conv(x, kernel)
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
 class ConvBlock(nn.Module):
   """Two (conv -> norm -> activation) layers with 3^d kernels: one U-Net level."""
   features: int
   norm: str = 'group'
   activation: str = 'relu'
+  conv3d: str = 'native'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    ndim = x.ndim - 2
     act = get_activation(self.activation)
     for _ in range(2):
-      x = nn.Conv(self.features, (3,) * ndim, padding='SAME', dtype=self.dtype,
-                  param_dtype=self.param_dtype, use_bias=self.norm == 'none')(x)
+      x = Conv(self.features, 3, use_bias=self.norm == 'none', conv3d=self.conv3d,
+               dtype=self.dtype, param_dtype=self.param_dtype)(x)
       x = act(Norm(self.norm, dtype=self.dtype, param_dtype=self.param_dtype)(x))
     return x
 
 
 def downsample(x: jax.Array) -> jax.Array:
-  """2x max pooling along every spatial axis."""
-  ndim = x.ndim - 2
-  return nn.max_pool(x, (2,) * ndim, strides=(2,) * ndim)
+  """2x max pooling along every spatial axis.
+
+  Written as a reshape and a max over the 2^d window axes, not nn.max_pool: XLA
+  differentiates reduce-window pooling through an argmax reduce-window over index
+  arrays, which took half of the 2D train step's op time on XLA:CPU (BENCHMARKS.md).
+  The forward values are identical; gradients differ only for ties inside a window,
+  which the plain max splits evenly instead of sending to one element.
+  """
+  batch, *spatial, channels = x.shape
+  ndim = len(spatial)
+  windows = [d for s in spatial for d in (s // 2, 2)]
+  x = x.reshape(batch, *windows, channels)
+  return x.max(axis=tuple(range(2, 2 * ndim + 1, 2)))
 
 
 def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:

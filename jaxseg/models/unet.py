@@ -60,18 +60,20 @@ class UNetBody(nn.Module):
   upsampling: str = 'transpose'
   deep_supervision: bool = False
   lstm_at: Sequence[str] = ()
+  conv3d: str = 'native'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def _block(self, features, name):
-    return ConvBlock(features, self.norm, self.activation, self.dtype, self.param_dtype, name=name)
+    return ConvBlock(features, self.norm, self.activation, self.conv3d, self.dtype,
+                     self.param_dtype, name=name)
 
   def _maybe_lstm(self, location, x, carry, new_carry):
     if location not in self.lstm_at:
       return x
     level = location_level(location, len(self.features))
-    cell = ConvLSTMCell(self.features[level], dtype=self.dtype, param_dtype=self.param_dtype,
-                        name=f'lstm_{location}')
+    cell = ConvLSTMCell(self.features[level], conv3d=self.conv3d, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f'lstm_{location}')
     new_carry[location], x = cell(carry[location], x)
     return x
 
@@ -117,13 +119,14 @@ class UNet(nn.Module):
   activation: str = 'relu'
   upsampling: str = 'transpose'
   deep_supervision: bool = False
+  conv3d: str = 'native'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Outputs:
     body = UNetBody(self.features, self.num_outputs, self.norm, self.activation,
-                    self.upsampling, self.deep_supervision, (), self.dtype, self.param_dtype,
-                    name='body')
+                    self.upsampling, self.deep_supervision, (), self.conv3d, self.dtype,
+                    self.param_dtype, name='body')
     _, (logits, aux) = body({}, x)
     return logits[None], tuple(a[None] for a in aux)
