@@ -1,0 +1,168 @@
+"""Time to a validation Dice of 0.8 on the embedded data: jaxseg against the PyTorch reference.
+
+  pip install -e '.[bench]'
+  python benchmarks/time_to_quality.py                 # LSTM-U-Net T=3, 2D embedded data
+  python benchmarks/time_to_quality.py --config=unet   # the plain U-Net
+
+Both frameworks train the same model from the same initial weights (jaxseg's
+initialisation, copied into the PyTorch model) on the same batches (jaxseg's grain
+pipeline, the same seed) with the same hyper-parameters (the config's AdamW, warm-up +
+cosine schedule, global-norm clipping and Dice + BCE loss over iterations). Every
+`--every` steps both predict the validation cases and score them with the same host
+code: Dice of each region mask (logit > 0) of the last iteration, averaged over cases
+and regions. The clock counts training only (JAX's compilation and PyTorch's first
+step included, batch reading included), not validation. Each framework runs in a
+process of its own, one after the other.
+"""
+
+import argparse
+import functools
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import compare_torch  # noqa: E402  (sets jaxseg's XLA flags before JAX starts)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import torch_models  # noqa: E402
+from jaxseg import losses  # noqa: E402
+from jaxseg.data import load_splits, train_batches  # noqa: E402
+from jaxseg.data.regions import region_masks  # noqa: E402
+from jaxseg.metrics import overlap_metrics  # noqa: E402
+from jaxseg.train_state import init_key, learning_rate_schedule, num_iterations, setup_model  # noqa: E402
+from jaxseg.training import train_step  # noqa: E402
+
+
+def validation_dice(logits: np.ndarray, targets: np.ndarray) -> float:
+  """Mean over cases and regions of the Dice of (logits > 0); both (N, *spatial, R)."""
+  scores = [overlap_metrics(logits[i, ..., r] > 0, targets[i, ..., r])['dice']
+            for i in range(len(logits)) for r in range(logits.shape[-1])]
+  return float(np.mean(scores))
+
+
+def setup(config_name: str):
+  config = importlib.import_module(f'configs.{config_name}').get_config('2d')
+  data = load_splits(config.data)
+  val = data['val']
+  val_images = np.stack([np.asarray(x, np.float32) for x in val.images])
+  val_targets = np.stack([region_masks(np.asarray(y), val.regions) for y in val.labels])
+  model, init_state, _ = setup_model(config, data['train'])
+  state = jax.jit(init_state)()
+  return config, data['train'], val_images, val_targets, model, state
+
+
+def train_jax(config, train_data, val_images, val_targets, model, state, args) -> dict:
+  step_fn = jax.jit(functools.partial(
+      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
+      dice_weight=config.loss.dice_weight, ce_weight=config.loss.ce_weight,
+      augment_config=config.augment, microbatches=config.train.microbatches,
+      augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
+  forward = jax.jit(lambda p, x: model.apply({'params': p}, x)[0][-1])
+  batches = train_batches(train_data, config)
+
+  def validate(state):
+    return validation_dice(np.asarray(forward(state.params, val_images)), val_targets)
+  return _run(lambda s, state: step_fn(state, batches[s])[0], state, validate,
+              lambda state: jax.block_until_ready(state), args)
+
+
+def train_torch(config, train_data, val_images, val_targets, model, state, args) -> dict:
+  torch.manual_seed(config.train.seed)
+  reference = compare_torch.torch_model(config, 2)
+  compare_torch.load_flax_params(reference, jax.device_get(state.params), 2)
+  train_config = config.train
+  # optax.adamw scales the decay by the learning rate, as torch.optim.AdamW does.
+  optimizer = torch.optim.AdamW(reference.parameters(), lr=0.0,
+                                weight_decay=train_config.weight_decay)
+  rates = np.asarray(learning_rate_schedule(train_config)(np.arange(args.max_steps)))
+  batches = train_batches(train_data, config)
+
+  def step(s, model):
+    batch = batches[s]
+    x = compare_torch.channels_first(batch['image'])
+    y = compare_torch.channels_first(batch['target']).float()
+    for group in optimizer.param_groups:
+      group['lr'] = float(rates[s])
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch_models.total_loss(model(x), y, config.loss.dice_weight, config.loss.ce_weight)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+    if torch.isfinite(loss) and torch.isfinite(norm):  # as jaxseg: skip non-finite updates
+      optimizer.step()
+    return model
+
+  def validate(model):
+    with torch.inference_mode():
+      logits = model(compare_torch.channels_first(val_images))[-1].numpy()
+    return validation_dice(np.moveaxis(logits, 1, -1), val_targets)
+  return _run(step, reference, validate, lambda model: None, args)
+
+
+def _run(step, state, validate, wait, args) -> dict:
+  """Trains until validation Dice >= args.target or args.max_steps; the clock runs only
+  during training steps."""
+  train_seconds, curve = 0.0, []
+  for s in range(args.max_steps):
+    start = time.perf_counter()
+    state = step(s, state)
+    if (s + 1) % args.every == 0 or s + 1 == args.max_steps:
+      wait(state)  # JAX dispatches asynchronously: the steps must be done to be timed
+      train_seconds += time.perf_counter() - start
+      dice = validate(state)
+      curve.append((s + 1, round(train_seconds, 2), round(dice, 4)))
+      print(f'step {s + 1}: {train_seconds:.1f} s of training, validation Dice {dice:.4f}',
+            file=sys.stderr, flush=True)
+      if dice >= args.target:
+        return {'reached': True, 'steps': s + 1, 'seconds': train_seconds, 'curve': curve}
+    else:
+      train_seconds += time.perf_counter() - start
+  return {'reached': False, 'steps': args.max_steps, 'seconds': train_seconds, 'curve': curve}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='lstm_unet', choices=('lstm_unet', 'unet'))
+  parser.add_argument('--target', type=float, default=0.8, help='validation Dice to reach')
+  parser.add_argument('--every', type=int, default=10, help='validate every N steps')
+  parser.add_argument('--max_steps', type=int, default=500, help="the config's num_steps")
+  parser.add_argument('--one', choices=('JAX', 'PyTorch'), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count())
+  if args.one:
+    train = train_jax if args.one == 'JAX' else train_torch
+    print(json.dumps(train(*setup(args.config), args)))
+    return
+  print(f'jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), '
+        f'{os.cpu_count()} CPU cores; {time.strftime("%Y-%m-%d", time.gmtime())}; '
+        f'load average at start {os.getloadavg()[0]:.2f}', flush=True)
+  results = {}
+  for framework in ('JAX', 'PyTorch'):
+    print(f'--- {framework}', file=sys.stderr, flush=True)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), f'--one={framework}',
+                          f'--config={args.config}', f'--target={args.target}',
+                          f'--every={args.every}', f'--max_steps={args.max_steps}'],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    results[framework] = json.loads(out.strip().splitlines()[-1])
+  print(f'\n| {args.config}, embedded 2D data | steps to Dice {args.target} | training seconds '
+        '| seconds per step |')
+  print('| --- | ---: | ---: | ---: |')
+  for framework, r in results.items():
+    steps = r['steps'] if r['reached'] else f'not reached in {r["steps"]}'
+    print(f'| {framework} | {steps} | {r["seconds"]:.1f} | {r["seconds"] / r["steps"]:.3f} |')
+  j, t = results['JAX'], results['PyTorch']
+  if j['reached'] and t['reached']:
+    print(f'\nJAX / PyTorch time to quality: {j["seconds"] / t["seconds"]:.2f} '
+          '(below 1: JAX gets there sooner)')
+  print(f'load average at end {os.getloadavg()[0]:.2f}')
+
+
+if __name__ == '__main__':
+  main()
