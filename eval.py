@@ -12,9 +12,10 @@ import sys
 
 from absl import flags
 
-from jaxseg.xla_flags import apply_default_flags
+from jaxseg.xla_flags import apply_default_flags, enable_compilation_cache
 
 apply_default_flags()  # before JAX starts its backend
+enable_compilation_cache()
 
 from jaxseg import checkpointing, cli, evaluation
 

@@ -10,9 +10,10 @@ import sys
 
 from absl import flags
 
-from jaxseg.xla_flags import apply_default_flags
+from jaxseg.xla_flags import apply_default_flags, enable_compilation_cache
 
 apply_default_flags()  # before JAX starts its backend
+enable_compilation_cache()
 
 from ml_collections import config_flags
 from jaxseg import cli, parallel, training

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny configs that compile and train in seconds on 2 CPU cores."""
 
+import os
+
 import jax
 import pytest
 
@@ -39,3 +41,11 @@ def tiny_lstm_config():
 @pytest.fixture
 def tiny_unet_config():
   return tiny(unet.get_config(None))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def jaxseg_cache(tmp_path_factory):
+  """train.py / eval.py run by the tests cache (compiled steps, preprocessed cases) in
+  one temporary directory, never in ~/.cache; the tests share its compiled steps."""
+  os.environ['JAXSEG_CACHE_DIR'] = str(tmp_path_factory.mktemp('jaxseg_cache'))
+  yield os.environ['JAXSEG_CACHE_DIR']

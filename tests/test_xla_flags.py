@@ -2,9 +2,10 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
-from jaxseg.xla_flags import DEFAULT_FLAGS, apply_default_flags
+from jaxseg.xla_flags import DEFAULT_FLAGS, apply_default_flags, enable_compilation_cache
 
 
 def test_defaults_are_added_but_never_override_the_user():
@@ -40,3 +41,36 @@ def test_default_flags_keep_the_numerics(tmp_path):
   # Equal up to float32 summation order: relative error of the whole gradient ~1e-7.
   relative_error = np.linalg.norm(results['1'] - results['0']) / np.linalg.norm(results['0'])
   assert relative_error < 1e-5
+
+
+def test_compilation_cache_is_written_then_reused_with_the_same_results(tmp_path):
+  """The first run stores its compiled programs under $JAXSEG_CACHE_DIR/xla, the second
+  loads them (no new entries) and computes bitwise the same gradient."""
+  env = {**os.environ, 'JAXSEG_CACHE_DIR': str(tmp_path / 'cache'),
+         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}  # cache even quick compiles
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  script = ('from jaxseg.xla_flags import apply_default_flags, enable_compilation_cache\n'
+            'apply_default_flags(); enable_compilation_cache()\n' + _GRADIENT)
+  entries = []
+  for run in range(2):
+    subprocess.run([sys.executable, '-c', script, str(tmp_path / f'{run}.npy')], env=env,
+                   check=True)
+    entries.append(sorted(os.listdir(tmp_path / 'cache' / 'xla')))
+  assert any('jit' in name for name in entries[0])
+  assert entries[1] == entries[0]
+  np.testing.assert_array_equal(np.load(tmp_path / '1.npy'), np.load(tmp_path / '0.npy'))
+
+
+def test_compilation_cache_can_be_turned_off_and_survives_an_unwritable_directory(
+    tmp_path, capsys):
+  assert enable_compilation_cache({'JAXSEG_COMPILATION_CACHE': '0'}) is None
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  assert enable_compilation_cache({'JAXSEG_CACHE_DIR': str(blocker)}) is None
+  assert capsys.readouterr().err.count('\n') == 1  # one line, no traceback
+  try:
+    directory = enable_compilation_cache({'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax')})
+    assert directory == str(tmp_path / 'jax') and os.path.isdir(directory)
+    assert jax.config.jax_compilation_cache_dir == directory
+  finally:
+    jax.config.update('jax_compilation_cache_dir', None)  # not for the other tests
