@@ -131,12 +131,15 @@ def _native_conv(x, kernel):
 
 
 @pytest.mark.parametrize('kernel_size', [1, 3, 5])
-def test_depth_folded_conv_equals_3d_convolution_and_its_gradient(kernel_size):
+@pytest.mark.parametrize('channels', [(3, 4), (6, 2)], ids=['fold_inputs', 'fold_outputs'])
+def test_depth_folded_conv_equals_3d_convolution_and_its_gradient(kernel_size, channels):
   """Values and both gradients (input, kernel) of the depth-folded form equal jax.grad of
-  XLA's own 3D convolution, on a non-cubic input with uneven channel counts."""
-  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7, 3))
-  kernel = jax.random.normal(jax.random.key(1), (kernel_size,) * 3 + (3, 4))
-  cotangent = jax.random.normal(jax.random.key(2), (2, 5, 6, 7, 4))
+  XLA's own 3D convolution, on a non-cubic input, folding the inputs (C_in <= C_out)
+  and the outputs (C_in > C_out)."""
+  in_channels, out_channels = channels
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7, in_channels))
+  kernel = jax.random.normal(jax.random.key(1), (kernel_size,) * 3 + channels)
+  cotangent = jax.random.normal(jax.random.key(2), (2, 5, 6, 7, out_channels))
   np.testing.assert_allclose(depth_folded_conv(x, kernel), _native_conv(x, kernel),
                              rtol=1e-5, atol=1e-5)
 

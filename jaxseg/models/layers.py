@@ -75,24 +75,36 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def depth_folded_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """A 3D 'SAME' convolution computed as one 2D convolution; equal to _conv(x, kernel).
 
-  The k taps along the first spatial axis are moved into the channels: the input is
-  stacked with its k-1 shifted copies along the channel axis (kd-major), the kernel
-  is reshaped to (kh, kw, k * C_in, C_out) to match, and the depth axis is folded into
-  the batch. XLA:CPU's 3D convolutions, and their gradients above all, are several
-  times slower than its 2D ones; this form made a 3D conv's forward + backward 3-4x
-  faster there (BENCHMARKS.md), at the cost of a k-times larger input buffer.
+  XLA:CPU's 3D convolutions, and their gradients above all, are several times slower
+  than its 2D ones (BENCHMARKS.md). The k taps along the first spatial axis are folded
+  into channels, and depth into the batch, on whichever side has fewer channels:
+  - inputs (C_in <= C_out): the input is stacked with its k-1 depth-shifted copies
+    along the channels (kd-major) and convolved with the kernel reshaped to
+    (kh, kw, k * C_in, C_out);
+  - outputs (C_in > C_out, e.g. a decoder conv after a skip concatenation): one 2D
+    convolution gives k * C_out channels, each tap's share of every slice, and the
+    output is the sum over taps of those shares, shifted along depth.
+  The folded side is k times larger; choosing the narrower one keeps that copy small.
   """
   batch, depth, height, width, channels = x.shape
-  taps = kernel.shape[0]
+  taps, out_channels = kernel.shape[0], kernel.shape[-1]
   if taps % 2 != 1:
     raise ValueError(f'depth_folded_conv needs an odd kernel size, got {kernel.shape[:3]}')
-  x = jnp.pad(x, ((0, 0), (taps // 2, taps // 2), (0, 0), (0, 0), (0, 0)))
-  x = jnp.concatenate([x[:, tap:tap + depth] for tap in range(taps)], axis=-1)
-  x = x.reshape(batch * depth, height, width, taps * channels)
-  # (kd, kh, kw, C_in, C_out) -> (kh, kw, kd * C_in, C_out), matching the stacking above.
-  kernel = kernel.transpose(1, 2, 0, 3, 4).reshape(*kernel.shape[1:3], taps * channels, -1)
-  y = _conv(x, kernel)
-  return y.reshape(batch, depth, height, width, y.shape[-1])
+  pad = ((0, 0), (taps // 2, taps // 2)) + ((0, 0),) * 3
+  if channels <= out_channels:
+    x = jnp.pad(x, pad)
+    x = jnp.concatenate([x[:, tap:tap + depth] for tap in range(taps)], axis=-1)
+    x = x.reshape(batch * depth, height, width, taps * channels)
+    # (kd, kh, kw, C_in, C_out) -> (kh, kw, kd * C_in, C_out), as stacked above.
+    kernel = kernel.transpose(1, 2, 0, 3, 4).reshape(*kernel.shape[1:3], -1, out_channels)
+    return _conv(x, kernel).reshape(batch, depth, height, width, out_channels)
+  # (kd, kh, kw, C_in, C_out) -> (kh, kw, C_in, kd * C_out)
+  kernel = kernel.transpose(1, 2, 3, 0, 4).reshape(*kernel.shape[1:4], taps * out_channels)
+  shares = _conv(x.reshape(batch * depth, height, width, channels), kernel)
+  shares = jnp.pad(shares.reshape(batch, depth, height, width, taps, out_channels),
+                   pad + ((0, 0),))
+  # Output slice d takes tap kd's share of input slice d + kd - taps // 2.
+  return sum(shares[:, tap:tap + depth, :, :, tap] for tap in range(taps))
 
 
 class Conv(nn.Module):
