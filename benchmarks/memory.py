@@ -2,6 +2,7 @@
 
   python benchmarks/memory.py                              # 3D LSTM-U-Net, :brats3d, 128^3
   python benchmarks/memory.py --config=lstm_unet:brats3d --batch_size=1 --dtype=bfloat16
+  python benchmarks/memory.py --conv3d=native               # as compiled on GPU / TPU
 
 Compiles (does not run) the train step of the config for the default JAX device and
 reads XLA's memory analysis of the compiled program: arguments (parameters, optimiser
@@ -58,6 +59,8 @@ def main():
   parser.add_argument('--batch_size', type=int, default=None)
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
+  parser.add_argument('--conv3d', default='auto',
+                      help="model.conv3d; 'auto' is depth_folded on CPU, native on GPU/TPU")
   args = parser.parse_args()
   name, _, variant = args.config.partition(':')
   print(f'jax {jax.__version__}, compiled for {jax.devices()[0].platform} '
@@ -65,13 +68,19 @@ def main():
   print('| config | batch | dtype | remat | microbatches | arguments (GiB) | temporaries (GiB) '
         '| arguments + temporaries (GiB) |')
   print('| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |')
-  runs = [(remat, 1) for remat in (False, True)]
-  runs += [(False, int(k)) for k in args.microbatches.split(',') if int(k) > 1]
+  # remat: 'none', 'iterations' (model.remat, LSTM-U-Net only), 'levels' (model.remat_levels)
+  runs = [('none', 1), ('levels', 1)]
+  if name == 'lstm_unet':
+    runs.insert(1, ('iterations', 1))
+  runs += [('none', int(k)) for k in args.microbatches.split(',') if int(k) > 1]
   for remat, microbatches in runs:
     config = importlib.import_module(f'configs.{name}').get_config(variant or None)
-    config.model.remat = remat
+    if name == 'lstm_unet':
+      config.model.remat = remat == 'iterations'
+    config.model.remat_levels = remat == 'levels'
     config.train.microbatches = microbatches
     config.model.dtype = args.dtype
+    config.model.conv3d = args.conv3d
     batch_size = args.batch_size or config.train.batch_size
     sizes = analyse(config, batch_size)
     total = sizes['arguments'] + sizes['temporaries']  # outputs reuse the donated state

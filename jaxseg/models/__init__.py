@@ -38,6 +38,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
       upsampling=model_config.upsampling,
       deep_supervision=model_config.deep_supervision,
       conv3d=resolve_conv3d(model_config.get('conv3d', 'auto')),
+      remat_levels=model_config.get('remat_levels', False),
       dtype=_dtype('dtype', model_config.dtype),
       param_dtype=_dtype('param_dtype', model_config.param_dtype),
   )

@@ -44,6 +44,7 @@ class LSTMUNet(nn.Module):
   remat: bool = False
   unroll: bool = True  # False: a rolled loop, faster to compile, much slower on XLA:CPU
   conv3d: str = 'native'
+  remat_levels: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -63,7 +64,7 @@ class LSTMUNet(nn.Module):
 
     body = UNetBody(self.features, self.num_outputs, self.norm, self.activation,
                     self.upsampling, self.deep_supervision, tuple(self.lstm_at),
-                    self.conv3d, self.dtype, self.param_dtype, parent=None)
+                    self.conv3d, self.remat_levels, self.dtype, self.param_dtype, parent=None)
     # remat: recompute each iteration's activations in the backward pass, so the
     # activation memory of training no longer grows with T.
     step = nn.remat(RefinementStep) if self.remat else RefinementStep

@@ -61,19 +61,22 @@ class UNetBody(nn.Module):
   deep_supervision: bool = False
   lstm_at: Sequence[str] = ()
   conv3d: str = 'native'
+  remat_levels: bool = False  # recompute each level's conv block and ConvLSTM cell
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def _block(self, features, name):
-    return ConvBlock(features, self.norm, self.activation, self.conv3d, self.dtype,
-                     self.param_dtype, name=name)
+    block = nn.remat(ConvBlock) if self.remat_levels else ConvBlock
+    return block(features, self.norm, self.activation, self.conv3d, self.dtype,
+                 self.param_dtype, name=name)
 
   def _maybe_lstm(self, location, x, carry, new_carry):
     if location not in self.lstm_at:
       return x
     level = location_level(location, len(self.features))
-    cell = ConvLSTMCell(self.features[level], conv3d=self.conv3d, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f'lstm_{location}')
+    cell_class = nn.remat(ConvLSTMCell) if self.remat_levels else ConvLSTMCell
+    cell = cell_class(self.features[level], conv3d=self.conv3d, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name=f'lstm_{location}')
     new_carry[location], x = cell(carry[location], x)
     return x
 
@@ -120,13 +123,14 @@ class UNet(nn.Module):
   upsampling: str = 'transpose'
   deep_supervision: bool = False
   conv3d: str = 'native'
+  remat_levels: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Outputs:
     body = UNetBody(self.features, self.num_outputs, self.norm, self.activation,
-                    self.upsampling, self.deep_supervision, (), self.conv3d, self.dtype,
-                    self.param_dtype, name='body')
+                    self.upsampling, self.deep_supervision, (), self.conv3d,
+                    self.remat_levels, self.dtype, self.param_dtype, name='body')
     _, (logits, aux) = body({}, x)
     return logits[None], tuple(a[None] for a in aux)
