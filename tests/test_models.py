@@ -1,10 +1,12 @@
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.models import LSTMUNet, UNet, UNetBody
+from jaxseg.models import ConvLSTMCell, LSTMUNet, UNet, UNetBody
 from jaxseg.models import resolve_conv3d
 from jaxseg.models.layers import Conv, Upsample, depth_folded_conv, downsample
 from jaxseg.models.lstm_unet import RefinementStep
@@ -174,12 +176,12 @@ def test_conv3d_auto_depends_on_the_backend():
     resolve_conv3d('fast')
 
 
-def test_3d_lstm_unet_is_the_same_function_with_either_conv3d():
-  """The whole 3D LSTM-U-Net (conv blocks and ConvLSTM gates): equal logits and
-  parameter gradients with native and depth-folded convolutions."""
+def test_3d_unet_and_convlstm_are_the_same_function_with_either_conv3d():
+  """A 3D U-Net (encoder, decoder and concatenated skips: both folding sides) gives
+  equal logits and parameter gradients with native and depth-folded convolutions, and
+  so does a 3D ConvLSTM cell."""
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4, 2))
-  models = [LSTMUNet(features=(4, 8), num_iterations=2, lstm_at=('bottleneck', 'decoder0'),
-                     conv3d=method) for method in ('native', 'depth_folded')]
+  models = [UNet(features=(4, 8), conv3d=method) for method in ('native', 'depth_folded')]
   params = models[0].init(jax.random.key(1), x)['params']
 
   def loss(params, model):
@@ -189,7 +191,13 @@ def test_3d_lstm_unet_is_the_same_function_with_either_conv3d():
       jax.value_and_grad(loss)(params, model) for model in models)
   np.testing.assert_allclose(folded_loss, native_loss, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(folded_grads), jax.tree.leaves(native_grads)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # float32 summation order
+
+  carry = ConvLSTMCell.initialize_carry(x.shape[:-1], 3)
+  cells = [ConvLSTMCell(3, conv3d=method) for method in ('native', 'depth_folded')]
+  cell_params = cells[0].init(jax.random.key(2), carry, x)
+  outputs = [cell.apply(cell_params, carry, x) for cell in cells]
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), *outputs)
 
 
 @pytest.mark.parametrize('shape', [(2, 6, 4, 3), (1, 4, 6, 2, 3)])
@@ -209,14 +217,12 @@ def test_downsample_is_max_pooling_with_its_gradient(shape):
   np.testing.assert_array_equal(ours, expected)
 
 
-@pytest.mark.parametrize('model_class', [UNet, LSTMUNet])
-def test_remat_levels_keeps_parameters_and_gradients(model_class):
+def test_remat_levels_keeps_parameters_and_gradients():
   """Recomputing every level's conv block and ConvLSTM cell changes memory, never the
   parameter tree (checkpoints stay compatible) or the gradients."""
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  extra = {'lstm_at': ('encoder0', 'bottleneck'), 'num_iterations': 2} \
-      if model_class is LSTMUNet else {}
-  plain, remat = (model_class(features=(4, 8), remat_levels=flag, **extra) for flag in (False, True))
+  plain, remat = (LSTMUNet(features=(4, 8), num_iterations=2, lstm_at=('encoder0',),
+                           remat_levels=flag) for flag in (False, True))
   params = plain.init(jax.random.key(1), x)['params']
 
   def shapes(params):

@@ -50,7 +50,10 @@ def test_compilation_cache_is_written_then_reused_with_the_same_results(tmp_path
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}  # cache even quick compiles
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
   script = ('from jaxseg.xla_flags import apply_default_flags, enable_compilation_cache\n'
-            'apply_default_flags(); enable_compilation_cache()\n' + _GRADIENT)
+            'apply_default_flags(); enable_compilation_cache()\n'
+            'import sys, jax, jax.numpy as jnp, numpy as np\n'
+            'x = jnp.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)\n'
+            'np.save(sys.argv[1], jax.jit(jax.grad(lambda x: jnp.sum(jnp.tanh(x @ x))))(x))\n')
   entries = []
   for run in range(2):
     subprocess.run([sys.executable, '-c', script, str(tmp_path / f'{run}.npy')], env=env,

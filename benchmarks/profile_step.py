@@ -1,0 +1,112 @@
+"""Where the time of one jaxseg train step goes on XLA:CPU, op by op.
+
+  python benchmarks/profile_step.py                      # 2D U-Net, 8 x 4 x 128^2
+  python benchmarks/profile_step.py --case=2             # a case of compare_torch.py (0-5)
+  python benchmarks/profile_step.py --case=2 --conv3d=native
+
+Traces two steps with jax.profiler after a warm-up and splits each instant of the step's
+wall time evenly among the XLA ops running on the CPU threads at that instant, grouped
+by op kind (the HLO op name without its number). Convolutions and dots that XLA hands to
+its CPU library (the default jaxseg XLA flag) run in that library's thread pool, which
+the trace does not name: that time shows as 'library (convolutions, dots)'.
+"""
+
+import argparse
+import collections
+import functools
+import glob
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import compare_torch  # noqa: E402  (sets jaxseg's XLA flags before JAX starts)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax.profiler import ProfileData  # noqa: E402
+
+from jaxseg import losses  # noqa: E402
+from jaxseg.train_state import num_iterations  # noqa: E402
+from jaxseg.training import train_step  # noqa: E402
+
+STEPS = 2
+
+
+def op_events(trace_dir: str):
+  """(start_ns, duration_ns, name) of the XLA ops inside the traced steps."""
+  path = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True)[0]
+  events = [(e.start_ns, e.duration_ns, line.name, e.name)
+            for plane in ProfileData.from_file(path).planes for line in plane.lines
+            for e in line.events]
+  steps = [e for e in events if e[3] == 'ThunkExecutor::Execute (wait for completion)']
+  inside = lambda start: any(s[0] <= start <= s[0] + s[1] for s in steps)  # noqa: E731
+  ops = [(start, length, name) for start, length, line, name in events
+         if line.startswith('tf_XLAEigen') and inside(start)
+         and not name.startswith(('ThunkExecutor', 'ThreadpoolListener', 'end:'))]
+  return ops, sum(s[1] for s in steps)
+
+
+def attribute(ops) -> collections.Counter:
+  """Wall time per op kind, each instant shared evenly among the ops running then."""
+  points = sorted([(start, 1, name) for start, _, name in ops] +
+                  [(start + length, -1, name) for start, length, name in ops])
+  active, shares, previous = collections.Counter(), collections.Counter(), None
+  for time_ns, change, name in points:
+    if previous is not None and time_ns > previous:
+      running = sum(active.values())
+      if running:
+        for op, count in active.items():
+          shares[re.sub(r'\.\d+$', '', op)] += (time_ns - previous) * count / running
+    active[name] += change
+    if not active[name]:
+      del active[name]
+    previous = time_ns
+  return shares
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--case', type=int, default=0, help='index into compare_torch cases')
+  parser.add_argument('--conv3d', default='auto')
+  parser.add_argument('--top', type=int, default=15)
+  args = parser.parse_args()
+  label, name, variant, shape, batch_size = (compare_torch.CASES +
+                                             compare_torch.LARGE_CASES)[args.case]
+  config = compare_torch.make_config(name, variant, shape, batch_size)
+  config.model.conv3d = args.conv3d
+  image, target = compare_torch.make_inputs(config)
+  _, state = compare_torch.jax_setup(config)
+  step = jax.jit(functools.partial(
+      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
+      dice_weight=config.loss.dice_weight, ce_weight=config.loss.ce_weight,
+      augment_config=config.augment, microbatches=config.train.microbatches,
+      augment_key=jax.random.key(0)), donate_argnums=0)
+  batch = {'image': jnp.asarray(image), 'target': jnp.asarray(target)}
+  for _ in range(2):  # compile, warm up
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    for _ in range(STEPS):
+      state, metrics = step(state, batch)
+      jax.block_until_ready(metrics)
+    jax.profiler.stop_trace()
+    ops, step_ns = op_events(trace_dir)
+  shares = attribute(ops)
+  step_ms = step_ns / STEPS / 1e6
+  traced_ms = sum(shares.values()) / STEPS / 1e6
+  print(f'{label}, {batch_size} x 4 x {shape}, model.conv3d={args.conv3d}: '
+        f'{step_ms:.0f} ms per step (traced)')
+  print('| op kind | ms per step | share |')
+  print('| --- | ---: | ---: |')
+  rows = [('library (convolutions, dots)', step_ms - traced_ms)]
+  rows += [(kind, ns / STEPS / 1e6) for kind, ns in shares.most_common(args.top)]
+  for kind, ms in rows:
+    print(f'| {kind} | {ms:.1f} | {100 * ms / step_ms:.0f}% |')
+  print(f'| (other op kinds) | {traced_ms - sum(ms for _, ms in rows[1:]):.1f} | |')
+
+
+if __name__ == '__main__':
+  main()
