@@ -165,14 +165,8 @@ def measure_torch(config, image, target, steps: int) -> dict:
                                 weight_decay=train_config.weight_decay)
   x, y = channels_first(image), channels_first(target).float()
 
-  def train():
-    optimizer.zero_grad(set_to_none=True)
-    loss = torch_models.total_loss(model(x), y, config.loss.dice_weight, config.loss.ce_weight)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    if torch.isfinite(loss) and torch.isfinite(norm):  # as jaxseg: skip non-finite updates
-      optimizer.step()
-  first_s, train_s = time_steps(train, steps)
+  first_s, train_s = time_steps(
+      lambda: torch_models.train_step(model, optimizer, x, y, config), steps)
 
   def infer():
     with torch.inference_mode():

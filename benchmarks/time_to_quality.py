@@ -94,12 +94,7 @@ def train_torch(config, train_data, val_images, val_targets, model, state, args)
     y = compare_torch.channels_first(batch['target']).float()
     for group in optimizer.param_groups:
       group['lr'] = float(rates[s])
-    optimizer.zero_grad(set_to_none=True)
-    loss = torch_models.total_loss(model(x), y, config.loss.dice_weight, config.loss.ce_weight)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    if torch.isfinite(loss) and torch.isfinite(norm):  # as jaxseg: skip non-finite updates
-      optimizer.step()
+    torch_models.train_step(model, optimizer, x, y, config)
     return model
 
   def validate(model):

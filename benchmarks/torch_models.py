@@ -190,5 +190,16 @@ def total_loss(logits, targets, dice_weight: float = 1.0, ce_weight: float = 1.0
   return torch.stack(per_iteration).mean()
 
 
+def train_step(model: nn.Module, optimizer, x, y, config) -> None:
+  """jaxseg's train step in eager PyTorch: loss of every iteration, backward, global-norm
+  clipping to train.grad_clip, and the optimiser step unless loss or norm is non-finite."""
+  optimizer.zero_grad(set_to_none=True)
+  loss = total_loss(model(x), y, config.loss.dice_weight, config.loss.ce_weight)
+  loss.backward()
+  norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+  if torch.isfinite(loss) and torch.isfinite(norm):  # as jaxseg: skip non-finite updates
+    optimizer.step()
+
+
 def num_params(model: nn.Module) -> int:
   return sum(p.numel() for p in model.parameters())
