@@ -19,8 +19,11 @@ logits compared, so the two sides compute the same function.
 
 Columns: 'compile s' is lower + compile of the train step for JAX and the first
 (warm-up) train step for PyTorch, which has no compile step in eager mode; throughputs
-are batch / median step time after one warm-up step; 'peak mem' is XLA's estimate of
-the compiled train step's arguments + temporaries (not measured for PyTorch on CPU).
+are batch / median step time after one warm-up step; 'XLA peak GiB' is XLA's estimate
+of the compiled train step's arguments + temporaries; 'peak RSS GiB' is the measuring
+process's peak resident memory (the framework, its libraries, compiled code, inputs,
+and the train and inference steps), comparable between the two frameworks because each
+measurement runs in a process of its own.
 Ratios are JAX / PyTorch throughput: above 1, JAX is faster.
 """
 
@@ -30,6 +33,7 @@ import importlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -106,6 +110,11 @@ def time_steps(run, steps: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
+def peak_rss_gib() -> float:
+  """Peak resident memory of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def jax_setup(config):
   data = SegmentationData([], [], (), (), BRATS_2023_REGIONS, tuple(config.data.modalities))
   model, init_state, _ = setup_model(config, data)
@@ -140,7 +149,7 @@ def measure_jax(config, image, target, steps: int) -> dict:
   _, infer_s = time_steps(lambda: forward(state.params, batch['image']).block_until_ready(),
                           steps)
   return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
-          'peak_gib': peak}
+          'peak_gib': peak, 'rss_gib': peak_rss_gib()}
 
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
@@ -173,7 +182,7 @@ def measure_torch(config, image, target, steps: int) -> dict:
       model(x)[-1]
   _, infer_s = time_steps(infer, steps)
   return {'params': torch_models.num_params(model), 'compile_s': first_s, 'train_s': train_s,
-          'infer_s': infer_s, 'peak_gib': None}
+          'infer_s': infer_s, 'peak_gib': None, 'rss_gib': peak_rss_gib()}
 
 
 def load_flax_params(model: torch.nn.Module, params: dict, ndim: int) -> None:
@@ -286,9 +295,9 @@ def main():
                        f'{jax_params} (JAX) vs {torch_params} (PyTorch)')
     rows.append((f'{label}, {batch} x 4 x {"x".join(map(str, shape))}', batch, results))
 
-  print('| case | framework | params | compile s | train img/s | infer img/s | peak mem GiB '
-        '| JAX/PyTorch train | JAX/PyTorch infer |')
-  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  print('| case | framework | params | compile s | train img/s | infer img/s | XLA peak GiB '
+        '| peak RSS GiB | JAX/PyTorch train | JAX/PyTorch infer |')
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for label, batch, results in rows:
     j, t = results['JAX'], results['PyTorch']
     for framework, r in results.items():
@@ -296,7 +305,7 @@ def main():
                 if framework == 'JAX' else ' | ')
       print(f'| {label} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
             f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
-            f'{fmt(r["peak_gib"], ".2f")} | {ratios} |')
+            f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
   print('\ncompile s: JAX lower + compile of the train step; PyTorch: first (eager) train step.')
   print(f'load average (1 min) at end: {os.getloadavg()[0]:.2f}')
 
