@@ -4,6 +4,7 @@
   python benchmarks/compare_torch.py            # 2D at 128^2 (batch 8), 3D at 64^3 (batch 2)
   python benchmarks/compare_torch.py --quick    # fewer timed steps
   python benchmarks/compare_torch.py --large    # also 3D at 128^3 (slow on a CPU)
+  python benchmarks/compare_torch.py --peak_tflops=PEAK  # adds JAX's model FLOPs utilisation
 
 For each case both frameworks run in the same command, one after the other, on the same
 random inputs (channels-last for JAX, channels-first for PyTorch, drawn from one seed).
@@ -136,6 +137,9 @@ def measure_jax(config, image, target, steps: int) -> dict:
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   peak = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / GIB if memory else None
+  cost = compiled.cost_analysis()  # a dict; a list of one dict in older jax versions
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = (cost or {}).get('flops')
 
   def train():
     nonlocal state
@@ -149,7 +153,7 @@ def measure_jax(config, image, target, steps: int) -> dict:
   _, infer_s = time_steps(lambda: forward(state.params, batch['image']).block_until_ready(),
                           steps)
   return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
-          'peak_gib': peak, 'rss_gib': peak_rss_gib()}
+          'peak_gib': peak, 'rss_gib': peak_rss_gib(), 'train_flops': flops}
 
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
@@ -168,18 +172,24 @@ def torch_model(config, ndim: int) -> torch.nn.Module:
 def measure_torch(config, image, target, steps: int) -> dict:
   """The same step in eager PyTorch: forward, loss, backward, clipping, AdamW."""
   torch.manual_seed(config.train.seed)
-  model = torch_model(config, image.ndim - 2)
+  # The same kind of device as JAX's: a GPU when there is one (JAX takes it by default).
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  wait = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+  model = torch_model(config, image.ndim - 2).to(device)
   train_config = config.train
   optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                 weight_decay=train_config.weight_decay)
-  x, y = channels_first(image), channels_first(target).float()
+  x, y = channels_first(image).to(device), channels_first(target).float().to(device)
 
-  first_s, train_s = time_steps(
-      lambda: torch_models.train_step(model, optimizer, x, y, config), steps)
+  def train():
+    torch_models.train_step(model, optimizer, x, y, config)
+    wait()
+  first_s, train_s = time_steps(train, steps)
 
   def infer():
     with torch.inference_mode():
       model(x)[-1]
+    wait()
   _, infer_s = time_steps(infer, steps)
   return {'params': torch_models.num_params(model), 'compile_s': first_s, 'train_s': train_s,
           'infer_s': infer_s, 'peak_gib': None, 'rss_gib': peak_rss_gib()}
@@ -246,6 +256,9 @@ def main():
   parser.add_argument('--quick', action='store_true', help='2 timed steps instead of 5')
   parser.add_argument('--large', action='store_true', help='also 3D cases at 128^3')
   parser.add_argument('--steps', type=int, default=None, help='timed steps per measurement')
+  parser.add_argument('--peak_tflops', type=float, default=None,
+                      help="the device's peak TFLOP/s in float32, to report JAX's model FLOPs "
+                           'utilisation (MFU)')
   parser.add_argument('--one', nargs=2, metavar=('CASE', 'FRAMEWORK'),
                       help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
   args = parser.parse_args()
@@ -307,6 +320,13 @@ def main():
             f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
             f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
   print('\ncompile s: JAX lower + compile of the train step; PyTorch: first (eager) train step.')
+  print('\nJAX train-step FLOPs (XLA cost analysis of the compiled step) and the rate reached:')
+  for label, _, results in rows:
+    j = results['JAX']
+    if j.get('train_flops'):
+      rate = j['train_flops'] / j['train_s'] / 1e12
+      mfu = f', MFU {100 * rate / args.peak_tflops:.1f}%' if args.peak_tflops else ''
+      print(f'- {label}: {j["train_flops"] / 1e9:.1f} GFLOP per step, {rate:.3f} TFLOP/s{mfu}')
   print(f'load average (1 min) at end: {os.getloadavg()[0]:.2f}')
 
 
