@@ -5,6 +5,7 @@
   python benchmarks/compare_torch.py --quick    # fewer timed steps
   python benchmarks/compare_torch.py --large    # also 3D at 128^3 (slow on a CPU)
   python benchmarks/compare_torch.py --peak_tflops=PEAK  # adds JAX's model FLOPs utilisation
+  python benchmarks/compare_torch.py --dtype=bfloat16 --torch_compile  # GPU: bf16 vs AMP, compiled
 
 For each case both frameworks run in the same command, one after the other, on the same
 random inputs (channels-last for JAX, channels-first for PyTorch, drawn from one seed).
@@ -158,8 +159,8 @@ def measure_jax(config, image, target, steps: int) -> dict:
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
   model = config.model
-  if (model.norm, model.activation, model.upsampling, model.deep_supervision,
-      model.dtype) != ('group', 'relu', 'transpose', False, 'float32'):
+  if (model.norm, model.activation, model.upsampling,
+      model.deep_supervision) != ('group', 'relu', 'transpose', False):
     raise ValueError('the PyTorch reference mirrors only the default model settings')
   common = dict(ndim=ndim, in_channels=len(config.data.modalities),
                 features=tuple(model.features), num_outputs=len(BRATS_2023_REGIONS))
@@ -169,25 +170,30 @@ def torch_model(config, ndim: int) -> torch.nn.Module:
                                lstm_at=tuple(model.lstm_at), **common)
 
 
-def measure_torch(config, image, target, steps: int) -> dict:
-  """The same step in eager PyTorch: forward, loss, backward, clipping, AdamW."""
+def measure_torch(config, image, target, steps: int, compile_model: bool = False) -> dict:
+  """The same step in PyTorch: forward, loss, backward, clipping, AdamW; eager, or the
+  model through torch.compile. config.model.dtype bfloat16 runs it under autocast."""
   torch.manual_seed(config.train.seed)
   # The same kind of device as JAX's: a GPU when there is one (JAX takes it by default).
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   wait = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
   model = torch_model(config, image.ndim - 2).to(device)
+  autocast = torch.bfloat16 if config.model.dtype == 'bfloat16' else None
+  if compile_model:
+    model = torch.compile(model)
   train_config = config.train
   optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                 weight_decay=train_config.weight_decay)
   x, y = channels_first(image).to(device), channels_first(target).float().to(device)
 
   def train():
-    torch_models.train_step(model, optimizer, x, y, config)
+    torch_models.train_step(model, optimizer, x, y, config, autocast)
     wait()
   first_s, train_s = time_steps(train, steps)
 
   def infer():
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast,
+                                                enabled=autocast is not None):
       model(x)[-1]
     wait()
   _, infer_s = time_steps(infer, steps)
@@ -256,6 +262,10 @@ def main():
   parser.add_argument('--quick', action='store_true', help='2 timed steps instead of 5')
   parser.add_argument('--large', action='store_true', help='also 3D cases at 128^3')
   parser.add_argument('--steps', type=int, default=None, help='timed steps per measurement')
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                      help='compute dtype: jaxseg model.dtype, PyTorch autocast')
+  parser.add_argument('--torch_compile', action='store_true',
+                      help='PyTorch model through torch.compile instead of eager')
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help="the device's peak TFLOP/s in float32, to report JAX's model FLOPs "
                            'utilisation (MFU)')
@@ -268,15 +278,21 @@ def main():
   if args.one:
     _, name, variant, shape, batch = cases[int(args.one[0])]
     config = make_config(name, variant, shape, batch)
+    config.model.dtype = args.dtype
     image, target = make_inputs(config)  # the same seed in every process: the same inputs
-    measure = measure_jax if args.one[1] == 'JAX' else measure_torch
-    print(json.dumps(measure(config, image, target, steps)))
+    if args.one[1] == 'JAX':
+      result = measure_jax(config, image, target, steps)
+    else:
+      result = measure_torch(config, image, target, steps, args.torch_compile)
+    print(json.dumps(result))
     return
   print(f'python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__}, '
         f'numpy {np.__version__}; {platform.processor() or platform.machine()}, '
         f'{os.cpu_count()} CPU cores (torch threads {torch.get_num_threads()}); '
         f'{time.strftime("%Y-%m-%d", time.gmtime())}')
-  print(f'Median of {steps} steps after 1 warm-up step; float32; XLA_FLAGS='
+  print(f'Median of {steps} steps after 1 warm-up step; {args.dtype} (PyTorch: '
+        f'{"autocast, " if args.dtype != "float32" else ""}'
+        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
         f'{os.environ.get("XLA_FLAGS", "")!r}', flush=True)
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
@@ -295,9 +311,10 @@ def main():
   for index, (label, _, _, shape, batch) in enumerate(selected):
     results = {}
     for framework in ('JAX', 'PyTorch'):
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), '--one', str(index),
-                            framework, f'--steps={steps}'], stdout=subprocess.PIPE, text=True,
-                           check=True).stdout
+      command = [sys.executable, os.path.abspath(__file__), '--one', str(index), framework,
+                 f'--steps={steps}', f'--dtype={args.dtype}']
+      command += ['--torch_compile'] if args.torch_compile else []
+      out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
       results[framework] = r = json.loads(out.strip().splitlines()[-1])
       print(f'{label} {framework}: {r["params"]:,} parameters, compile/first {r["compile_s"]:.1f} s, '
             f'train {r["train_s"] * 1000:.0f} ms/step, infer {r["infer_s"] * 1000:.0f} ms',
