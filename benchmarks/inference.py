@@ -81,14 +81,18 @@ def main():
       print(f'TTA {"on (all mirrorings)" if tta else "off"}: {times[1]:.1f} s per case '
             f'(first call with compilation {times[0]:.1f} s)', flush=True)
     if args.tta == 'batch':
-      windows = np.stack([image[tuple(slice(0, s) for s in size)]] * batch_size)
+      # One window from the case's corner, zero-padded where the case is smaller (the
+      # cropped brain can be shallower than a 128^3 window), as predict_cases pads.
+      window = image[tuple(slice(0, s) for s in size)]
+      window = np.pad(window, [(0, s - w) for s, w in zip(size, window.shape)] + [(0, 0)])
+      windows = np.stack([window] * batch_size)
       windows = parallel.shard_batch({'image': windows}, mesh)['image']
       per_batch = []
       for axes in ((), mirror_axes):
-        compiled = inference.make_logits_fn(model, mesh, axes).lower(params, windows).compile()
-        jax.block_until_ready(compiled(params, windows))
+        logits_fn = inference.make_logits_fn(model, mesh, axes)
+        jax.block_until_ready(logits_fn(params, windows))  # compiles
         start = time.perf_counter()
-        jax.block_until_ready(compiled(params, windows))
+        jax.block_until_ready(logits_fn(params, windows))
         per_batch.append(time.perf_counter() - start)
       ratio = per_batch[1] / per_batch[0]
       print(f'one batch of {batch_size} windows: {per_batch[0]:.2f} s plain, {per_batch[1]:.2f} s '
