@@ -18,6 +18,7 @@ from jaxseg import (augment, checkpointing, evaluation, inference, losses, paral
                     preemption)
 from jaxseg.data import load_splits, split_ids, splits, train_batches, train_iterator
 from jaxseg.logs import MetricLogger
+from jaxseg.models import build_model
 from jaxseg.train_state import (TrainState, init_key, learning_rate_schedule, num_iterations,
                                 restore_train_state, setup_model)
 
@@ -76,7 +77,9 @@ class NonFiniteError(ValueError):
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks of values whose mistakes would otherwise surface deep inside JAX."""
+  """Checks of values whose mistakes would otherwise surface deep inside JAX, or after
+  the workdir has been written to."""
+  build_model(config.model, num_outputs=1)  # unknown names and dtypes of config.model
   for key in ('train.num_steps', 'train.batch_size', 'eval.batch_size', 'eval.every_steps',
               'checkpoint.every_steps', 'train.log_every_steps'):
     section, name = key.split('.')

@@ -30,12 +30,15 @@ def assert_one_line_error(code, stderr, *words):
     ('--config.train.num_steps=many', 'num_steps'),
     ('--config.model.name=resnet', 'model.name'),
     ('--config.model.norm=batch', 'model.norm'),
+    ('--config.model.conv3d=fast', 'model.conv3d'),
     ('--config.train.batch_size=0', 'train.batch_size'),
 ])
 def test_bad_config_is_one_line(tmp_path, override, word):
+  workdir = tmp_path / 'run'
   code, _, stderr = run('train.py', '--config=configs/lstm_unet.py', override,
-                        f'--workdir={tmp_path}')
+                        f'--workdir={workdir}')
   assert_one_line_error(code, stderr, word)
+  assert not workdir.exists()  # refused before anything is written
 
 
 def test_missing_config_flag_is_one_line(tmp_path):
