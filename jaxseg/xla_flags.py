@@ -38,17 +38,20 @@ def enable_compilation_cache(environ=os.environ) -> str | None:
   A second run of the same model loads its compiled train step from disk instead of
   compiling it again (the 2D LSTM-U-Net: 7.6 s -> 1.6 s, BENCHMARKS.md). The directory
   is $JAX_COMPILATION_CACHE_DIR when set, else <jaxseg cache>/xla, the jaxseg cache
-  being $JAXSEG_CACHE_DIR or ~/.cache/jaxseg. Entries are keyed by the program, the
+  being that of the preprocessed data ($JAXSEG_CACHE_DIR or ~/.cache/jaxseg). Entries are keyed by the program, the
   XLA flags and the jax version, so a stale entry is never used.
   JAXSEG_COMPILATION_CACHE=0 turns it off; a directory that cannot be written turns it
   off with one line on stderr (training goes on, compiling as usual).
   """
-  import jax  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel  (both start JAX: after apply_default_flags)
+  import jax
+
+  from jaxseg.data.cache import cache_directory
 
   if environ.get('JAXSEG_COMPILATION_CACHE', '1') == '0':
     return None
-  directory = os.path.abspath(environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(
-      os.path.expanduser(environ.get('JAXSEG_CACHE_DIR') or '~/.cache/jaxseg'), 'xla'))
+  directory = os.path.abspath(os.path.expanduser(environ.get('JAX_COMPILATION_CACHE_DIR') or (
+      os.path.join(cache_directory(environ.get('JAXSEG_CACHE_DIR')), 'xla'))))
   try:
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory):

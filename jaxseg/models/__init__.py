@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.models.convlstm import ConvLSTMCell
-from jaxseg.models.layers import NORMS, UPSAMPLINGS, check_conv3d, get_activation
+from jaxseg.models.layers import check_conv3d, check_norm, check_upsampling, get_activation
 from jaxseg.models.lstm_unet import LSTMUNet
 from jaxseg.models.unet import UNet, UNetBody
 
@@ -43,12 +43,8 @@ def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
       param_dtype=_dtype('param_dtype', model_config.param_dtype),
   )
   # Checked here, before any file is written, rather than when the model first runs.
-  if model_config.norm not in NORMS:
-    raise ValueError(f'model.norm: unknown normalisation {model_config.norm!r}; choose one of '
-                     f'{NORMS}')
-  if model_config.upsampling not in UPSAMPLINGS:
-    raise ValueError(f'model.upsampling: unknown method {model_config.upsampling!r}; choose '
-                     f'one of {UPSAMPLINGS}')
+  check_norm(model_config.norm)
+  check_upsampling(model_config.upsampling)
   get_activation(model_config.activation)
   if len(common['features']) < 2:
     raise ValueError(f'model.features: need at least 2 levels, got {common["features"]}')

@@ -41,6 +41,7 @@ class Norm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    check_norm(self.kind)
     features = x.shape[-1]
     if self.kind == 'none':
       return x
@@ -50,11 +51,19 @@ class Norm(nn.Module):
         groups -= 1
     elif self.kind == 'instance':
       groups = features
-    elif self.kind == 'layer':
+    else:  # 'layer'
       groups = 1
-    else:
-      raise ValueError(f'model.norm: unknown normalisation {self.kind!r}; choose one of {NORMS}')
     return nn.GroupNorm(num_groups=groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+
+
+def check_norm(kind: str) -> None:
+  if kind not in NORMS:
+    raise ValueError(f'model.norm: unknown normalisation {kind!r}; choose one of {NORMS}')
+
+
+def check_upsampling(method: str) -> None:
+  if method not in UPSAMPLINGS:
+    raise ValueError(f'model.upsampling: unknown method {method!r}; choose one of {UPSAMPLINGS}')
 
 
 def check_conv3d(method: str) -> None:
@@ -205,14 +214,13 @@ class Upsample(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    check_upsampling(self.method)
     ndim = x.ndim - 2
     if self.method == 'transpose':
       x = nn.Dense(2**ndim * self.features, use_bias=False, dtype=self.dtype,
                    param_dtype=self.param_dtype, name='kernel')(x)
       bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), self.param_dtype)
       return depth_to_space(x, 2) + bias.astype(x.dtype)
-    if self.method == 'resize':
-      batch, *spatial, channels = x.shape
-      x = jax.image.resize(x, (batch, *(2 * s for s in spatial), channels), 'linear')
-      return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype)(x)
-    raise ValueError(f'model.upsampling: unknown method {self.method!r}; choose one of {UPSAMPLINGS}')
+    batch, *spatial, channels = x.shape  # 'resize'
+    x = jax.image.resize(x, (batch, *(2 * s for s in spatial), channels), 'linear')
+    return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype)(x)
