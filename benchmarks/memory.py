@@ -3,9 +3,11 @@
   python benchmarks/memory.py                              # 3D LSTM-U-Net, :brats3d, 128^3
   python benchmarks/memory.py --config=lstm_unet:brats3d --batch_size=1 --dtype=bfloat16
   python benchmarks/memory.py --conv3d=native               # as compiled on GPU / TPU
+  python benchmarks/memory.py --target=tpu:v5e:2x2          # compiled for one TPU v5e chip
 
-Compiles (does not run) the train step of the config for the default JAX device and
-reads XLA's memory analysis of the compiled program: arguments (parameters, optimiser
+Compiles (does not run) the train step of the config for the default JAX device, or
+with --target=tpu:TOPOLOGY for one chip of a TPU topology (ahead-of-time, through
+libtpu: `pip install 'jax[tpu]'`; no TPU needed), and reads XLA's memory analysis of the compiled program: arguments (parameters, optimiser
 state, batch), outputs, and temporaries (the activations kept for the backward pass,
 which rematerialisation trades for recomputation). Compiling needs no accelerator
 memory, so the figures for a 128^3 patch come from any machine; they are XLA's
@@ -30,24 +32,51 @@ import jax.numpy as jnp  # noqa: E402
 from jaxseg import losses  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
+from jaxseg.models import resolve_conv3d  # noqa: E402
 from jaxseg.train_state import num_iterations, setup_model  # noqa: E402
 from jaxseg.training import train_step  # noqa: E402
 
 GIB = 2**30
 
 
-def analyse(config, batch_size: int) -> dict[str, float]:
+def target_device(target: str | None):
+  """The device to compile for: the default one, or chip 0 of a TPU topology."""
+  if not target:
+    return jax.devices()[0]
+  platform, _, topology = target.partition(':')
+  if platform != 'tpu' or not topology:
+    raise SystemExit(f'--target={target}: expected tpu:TOPOLOGY, e.g. tpu:v5e:2x2')
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  try:
+    return topologies.get_topology_desc(topology, 'tpu').devices[0]
+  except Exception as error:  # pylint: disable=broad-except  (libtpu missing, bad name)
+    raise SystemExit(f'--target={target}: cannot describe this TPU topology ({error}); '
+                     "compiling for a TPU needs libtpu: pip install 'jax[tpu]'") from None
+
+
+def analyse(config, batch_size: int, device) -> dict[str, float]:
   channels = tuple(config.data.modalities)
   data = SegmentationData([], [], (), (), BRATS_2023_REGIONS, channels)
   _, _, abstract_state = setup_model(config, data)
+  on_device = jax.sharding.SingleDeviceSharding(device)
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_device), abstract_state)
   shape = (batch_size, *config.data.image_size)
-  batch = {'image': jax.ShapeDtypeStruct((*shape, len(channels)), jnp.float32),
-           'target': jax.ShapeDtypeStruct((*shape, len(BRATS_2023_REGIONS)), jnp.uint8)}
+  batch = {'image': jax.ShapeDtypeStruct((*shape, len(channels)), jnp.float32,
+                                         sharding=on_device),
+           'target': jax.ShapeDtypeStruct((*shape, len(BRATS_2023_REGIONS)), jnp.uint8,
+                                          sharding=on_device)}
   step = jax.jit(functools.partial(
       train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
       dice_weight=1.0, ce_weight=1.0, microbatches=config.train.microbatches),
       donate_argnums=0)
-  memory = step.lower(abstract_state, batch).compile().memory_analysis()
+  try:
+    memory = step.lower(abstract_state, batch).compile().memory_analysis()
+  except jax.errors.JaxRuntimeError as error:
+    if 'RESOURCE_EXHAUSTED' not in str(error):
+      raise
+    # An accelerator compiler refuses a program larger than the device's memory.
+    return {'refused': str(error).split('RESOURCE_EXHAUSTED:')[-1].strip().splitlines()[0]}
   return {'arguments': memory.argument_size_in_bytes / GIB,
           'outputs': memory.output_size_in_bytes / GIB,
           'temporaries': memory.temp_size_in_bytes / GIB}
@@ -61,10 +90,20 @@ def main():
   parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
   parser.add_argument('--conv3d', default='auto',
                       help="model.conv3d; 'auto' is depth_folded on CPU, native on GPU/TPU")
+  parser.add_argument('--rows', default=None,
+                      help='REMAT:MICROBATCHES,... (REMAT: none, iterations, levels), e.g. '
+                           'levels:2; default: each remat alone, then each micro-batch count '
+                           'alone and with level remat')
+  parser.add_argument('--target', default=None,
+                      help='tpu:TOPOLOGY (e.g. tpu:v5e:2x2) compiles for one chip of that TPU '
+                           'topology; default: the default JAX device')
   args = parser.parse_args()
   name, _, variant = args.config.partition(':')
-  print(f'jax {jax.__version__}, compiled for {jax.devices()[0].platform} '
-        f'({jax.devices()[0].device_kind})')
+  device = target_device(args.target)
+  if args.conv3d == 'auto' and device.platform != jax.default_backend():
+    args.conv3d = resolve_conv3d('auto', device.platform)  # 'auto' follows the target
+  print(f'jax {jax.__version__}, compiled for {device.platform} ({device.device_kind}); '
+        f'model.conv3d={args.conv3d}')
   print('| config | batch | dtype | remat | microbatches | arguments (GiB) | temporaries (GiB) '
         '| arguments + temporaries (GiB) |')
   print('| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |')
@@ -72,7 +111,10 @@ def main():
   runs = [('none', 1), ('levels', 1)]
   if name == 'lstm_unet':
     runs.insert(1, ('iterations', 1))
-  runs += [('none', int(k)) for k in args.microbatches.split(',') if int(k) > 1]
+  for k in (int(k) for k in args.microbatches.split(',') if int(k) > 1):
+    runs += [('none', k), ('levels', k)]  # micro-batches alone, and with level remat
+  if args.rows:
+    runs = [(remat, int(k)) for remat, _, k in (row.partition(':') for row in args.rows.split(','))]
   for remat, microbatches in runs:
     config = importlib.import_module(f'configs.{name}').get_config(variant or None)
     if name == 'lstm_unet':
@@ -82,7 +124,11 @@ def main():
     config.model.dtype = args.dtype
     config.model.conv3d = args.conv3d
     batch_size = args.batch_size or config.train.batch_size
-    sizes = analyse(config, batch_size)
+    sizes = analyse(config, batch_size, device)
+    if 'refused' in sizes:
+      print(f'| {args.config} {tuple(config.data.image_size)} | {batch_size} | {args.dtype} | '
+            f'{remat} | {microbatches} | does not fit: {sizes["refused"]} | | |', flush=True)
+      continue
     total = sizes['arguments'] + sizes['temporaries']  # outputs reuse the donated state
     print(f'| {args.config} {tuple(config.data.image_size)} | {batch_size} | {args.dtype} | '
           f'{remat} | {microbatches} | {sizes["arguments"]:.2f} | {sizes["temporaries"]:.2f} | '

@@ -234,3 +234,19 @@ def test_remat_levels_keeps_parameters_and_gradients():
     return jax.grad(lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0])))(params)
   for a, b in zip(jax.tree.leaves(grads(remat)), jax.tree.leaves(grads(plain))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # float32 recomputation order
+
+
+def test_remat_lowers_the_compiled_steps_memory():
+  """model.remat keeps only each refinement iteration's inputs for the backward pass.
+  XLA's memory analysis of the compiled gradient shows it. On XLA:CPU this needs the
+  rolled loop (model.unroll=False): with unrolled iterations its scheduler runs the
+  recomputation early, next to the forward pass (BENCHMARKS.md); TPU compilers keep it late."""
+  x = jnp.ones((2, 32, 32, 3))
+
+  def temporaries(remat):
+    model = LSTMUNet(features=(8, 16), num_iterations=4, lstm_at=('encoder0',), remat=remat,
+                     unroll=False)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(1), x)['params'])
+    loss = lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0]))  # noqa: E731
+    return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+  assert temporaries(remat=True) < 0.5 * temporaries(remat=False)
