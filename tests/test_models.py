@@ -8,7 +8,7 @@ import pytest
 
 from jaxseg.models import ConvLSTMCell, LSTMUNet, UNet, UNetBody
 from jaxseg.models import resolve_conv3d
-from jaxseg.models.layers import Conv, Upsample, depth_folded_conv, downsample
+from jaxseg.models.layers import Conv, Norm, Upsample, depth_folded_conv, downsample
 from jaxseg.models.lstm_unet import RefinementStep
 
 
@@ -250,3 +250,33 @@ def test_remat_lowers_the_compiled_steps_memory():
     loss = lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0]))  # noqa: E731
     return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
   assert temporaries(remat=True) < 0.5 * temporaries(remat=False)
+
+
+def test_bfloat16_norm_is_recomputed_with_the_same_parameters_and_gradients():
+  """In bfloat16, Norm recomputes flax's GroupNorm in the backward pass (its float32
+  intermediates are not kept): the parameter tree, values and gradients stay those of
+  nn.GroupNorm."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16), jnp.bfloat16) * 3 + 1
+  ours = Norm('group', num_groups=4, dtype=jnp.bfloat16)
+  reference = nn.GroupNorm(num_groups=4, dtype=jnp.bfloat16)
+  params = ours.init(jax.random.key(1), x)['params']
+  assert set(params) == {'GroupNorm_0'}
+  reference_params = reference.init(jax.random.key(1), x)['params']
+  assert jax.tree.map(jnp.shape, params['GroupNorm_0']) == jax.tree.map(jnp.shape,
+                                                                        reference_params)
+  cotangent = jax.random.normal(jax.random.key(2), x.shape, jnp.float32)
+
+  def value_and_grads(apply, params):
+    loss = lambda p, x: jnp.sum(apply({'params': p}, x).astype(jnp.float32) * cotangent)  # noqa: E731
+    return loss(params, x), jax.grad(loss, argnums=(0, 1))(params, x)
+  (value, (grad_params, grad_x)), (ref_value, (ref_params, ref_x)) = (
+      value_and_grads(ours.apply, params),
+      value_and_grads(reference.apply, params['GroupNorm_0']))
+  assert float(value) == float(ref_value)
+  np.testing.assert_array_equal(np.asarray(grad_x, np.float32), np.asarray(ref_x, np.float32))
+  for a, b in zip(jax.tree.leaves(grad_params['GroupNorm_0']), jax.tree.leaves(ref_params)):
+    np.testing.assert_array_equal(a, b)
+  # The backward pass recomputes the normalisation: it appears twice in the jaxpr.
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(
+      ours.apply({'params': params}, x).astype(jnp.float32))))(x))
+  assert 'remat' in jaxpr or 'checkpoint' in jaxpr
