@@ -7,9 +7,10 @@
 
 Compiles (does not run) the train step of the config for the default JAX device, or
 with --target=tpu:TOPOLOGY for one chip of a TPU topology (ahead-of-time, through
-libtpu: `pip install 'jax[tpu]'`; no TPU needed), and reads XLA's memory analysis of the compiled program: arguments (parameters, optimiser
-state, batch), outputs, and temporaries (the activations kept for the backward pass,
-which rematerialisation trades for recomputation). Compiling needs no accelerator
+libtpu: `pip install 'jax[tpu]'`; no TPU needed), and reads XLA's memory analysis of
+the compiled program: arguments (parameters, optimiser state, batch), outputs, and
+temporaries (the activations kept for the backward pass, which rematerialisation
+trades for recomputation). Compiling needs no accelerator
 memory, so the figures for a 128^3 patch come from any machine; they are XLA's
 estimate for the device compiled for.
 """
@@ -114,7 +115,12 @@ def main():
   for k in (int(k) for k in args.microbatches.split(',') if int(k) > 1):
     runs += [('none', k), ('levels', k)]  # micro-batches alone, and with level remat
   if args.rows:
-    runs = [(remat, int(k)) for remat, _, k in (row.partition(':') for row in args.rows.split(','))]
+    rows = [row.partition(':') for row in args.rows.split(',')]
+    if any(remat not in ('none', 'iterations', 'levels') or not k.isdigit() or int(k) < 1
+           for remat, _, k in rows):
+      raise SystemExit(f'--rows={args.rows}: expected REMAT:MICROBATCHES,... with REMAT one '
+                       'of none, iterations, levels, e.g. none:1,levels:2')
+    runs = [(remat, int(k)) for remat, _, k in rows]
   for remat, microbatches in runs:
     config = importlib.import_module(f'configs.{name}').get_config(variant or None)
     if name == 'lstm_unet':
