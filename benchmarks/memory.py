@@ -101,8 +101,10 @@ def main():
   args = parser.parse_args()
   name, _, variant = args.config.partition(':')
   device = target_device(args.target)
-  if args.conv3d == 'auto' and device.platform != jax.default_backend():
-    args.conv3d = resolve_conv3d('auto', device.platform)  # 'auto' follows the target
+  try:
+    args.conv3d = resolve_conv3d(args.conv3d, device.platform)  # 'auto' follows the target
+  except ValueError as error:
+    raise SystemExit(f'--conv3d: {error}') from None
   print(f'jax {jax.__version__}, compiled for {device.platform} ({device.device_kind}); '
         f'model.conv3d={args.conv3d}')
   print('| config | batch | dtype | remat | microbatches | arguments (GiB) | temporaries (GiB) '

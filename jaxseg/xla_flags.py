@@ -38,8 +38,9 @@ def enable_compilation_cache(environ=os.environ) -> str | None:
   A second run of the same model loads its compiled train step from disk instead of
   compiling it again (the 2D LSTM-U-Net: 7.6 s -> 1.6 s, BENCHMARKS.md). The directory
   is $JAX_COMPILATION_CACHE_DIR when set, else <jaxseg cache>/xla, the jaxseg cache
-  being that of the preprocessed data ($JAXSEG_CACHE_DIR or ~/.cache/jaxseg). Entries are keyed by the program, the
-  XLA flags and the jax version, so a stale entry is never used.
+  being that of the preprocessed data ($JAXSEG_CACHE_DIR or ~/.cache/jaxseg). Entries
+  are keyed by the program, the XLA flags and the jax version, so a stale entry is
+  never used.
   JAXSEG_COMPILATION_CACHE=0 turns it off; a directory that cannot be written turns it
   off with one line on stderr (training goes on, compiling as usual).
   """

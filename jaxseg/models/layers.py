@@ -54,7 +54,7 @@ class Norm(nn.Module):
     else:  # 'layer'
       groups = 1
     group_norm = nn.GroupNorm
-    if jnp.dtype(self.dtype) != jnp.float32:
+    if jnp.dtype(self.dtype).itemsize < 4:  # bfloat16, float16
       # flax's GroupNorm normalises in float32 (`x - mean` promotes a bfloat16 input), and
       # its gradient would keep those float32 intermediates: twice the bytes of the
       # activations. Recomputing them from the bfloat16 input in the backward pass costs
