@@ -54,6 +54,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import report as benchmark_report  # noqa: E402
 import torch_models  # noqa: E402
 from jaxseg import losses  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
@@ -154,7 +155,7 @@ def measure_jax(config, image, target, steps: int) -> dict:
   _, infer_s = time_steps(lambda: forward(state.params, batch['image']).block_until_ready(),
                           steps)
   return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
-          'peak_gib': peak, 'rss_gib': peak_rss_gib(), 'train_flops': flops}
+          'device': jax.devices()[0].device_kind, 'peak_gib': peak, 'rss_gib': peak_rss_gib(), 'train_flops': flops}
 
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
@@ -198,7 +199,8 @@ def measure_torch(config, image, target, steps: int, compile_model: bool = False
     wait()
   _, infer_s = time_steps(infer, steps)
   return {'params': torch_models.num_params(model), 'compile_s': first_s, 'train_s': train_s,
-          'infer_s': infer_s, 'peak_gib': None, 'rss_gib': peak_rss_gib()}
+          'infer_s': infer_s, 'device': (torch.cuda.get_device_name() if device.type == 'cuda'
+                                         else 'cpu'), 'peak_gib': None, 'rss_gib': peak_rss_gib()}
 
 
 def load_flax_params(model: torch.nn.Module, params: dict, ndim: int) -> None:
@@ -269,6 +271,10 @@ def main():
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help="the device's peak TFLOP/s in float32, to report JAX's model FLOPs "
                            'utilisation (MFU)')
+  parser.add_argument('--write_to', default=os.path.join(ROOT, 'BENCHMARKS.md'),
+                      help="the Markdown file whose 'compare_torch' section gets this run's "
+                           'table (appended if the file has none)')
+  parser.add_argument('--no_write', action='store_true', help='print only')
   parser.add_argument('--one', nargs=2, metavar=('CASE', 'FRAMEWORK'),
                       help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
   args = parser.parse_args()
@@ -286,23 +292,39 @@ def main():
       result = measure_torch(config, image, target, steps, args.torch_compile)
     print(json.dumps(result))
     return
-  print(f'python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__}, '
-        f'numpy {np.__version__}; {platform.processor() or platform.machine()}, '
-        f'{os.cpu_count()} CPU cores (torch threads {torch.get_num_threads()}); '
-        f'{time.strftime("%Y-%m-%d", time.gmtime())}')
-  print(f'Median of {steps} steps after 1 warm-up step; {args.dtype} (PyTorch: '
-        f'{"autocast, " if args.dtype != "float32" else ""}'
-        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
-        f'{os.environ.get("XLA_FLAGS", "")!r}', flush=True)
+  # The reference check below runs JAX in this process: keep it off the accelerator,
+  # whose memory JAX would otherwise reserve here and deny the measuring processes.
+  jax.config.update('jax_platforms', 'cpu')
+  report = []
+
+  def emit(line: str = '') -> None:
+    print(line, flush=True)
+    report.append(line)
+
+  if not args.no_write:  # a file that cannot take the table is refused now, not after the run
+    try:
+      benchmark_report.check_writable(args.write_to, 'compare_torch')
+    except (OSError, ValueError) as error:
+      raise SystemExit(f'compare_torch.py: --write_to={args.write_to}: {error}')
+  invocation = ' '.join(['python benchmarks/compare_torch.py'] + sys.argv[1:])
+  emit(f'Command: `{invocation}`, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.')
+  emit(f'Machine: {benchmark_report.machine()}. Python {platform.python_version()}, '
+       f'jax {jax.__version__}, torch {torch.__version__}, numpy {np.__version__}; '
+       f'torch threads {torch.get_num_threads()}.')
+  emit(f'Median of {steps} steps after 1 warm-up step; {args.dtype} (PyTorch: '
+       f'{"autocast, " if args.dtype != "float32" else ""}'
+       f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
+       f'{os.environ.get("XLA_FLAGS", "")!r}.')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).
-  print(f'load average (1 min) at start: {os.getloadavg()[0]:.2f}\n', flush=True)
+  emit(f'Load average (1 min) at the start: {os.getloadavg()[0]:.2f}.')
+  emit()
 
   for variant, shape in (('2d', (16, 16)), ('3d', (8, 8, 8))):
     error = check_same_function(variant, shape)
-    print(f'same weights, {variant} LSTM-U-Net T=3 on {shape}: max |logit difference| '
-          f'JAX vs PyTorch = {error:.2e}', flush=True)
+    emit(f'Same weights, {variant} LSTM-U-Net T=3 on {shape}: max |logit difference| '
+         f'JAX vs PyTorch = {error:.2e}.')
     if error > 1e-3:
       raise SystemExit('the PyTorch reference does not compute the same function as jaxseg')
 
@@ -325,26 +347,35 @@ def main():
                        f'{jax_params} (JAX) vs {torch_params} (PyTorch)')
     rows.append((f'{label}, {batch} x 4 x {"x".join(map(str, shape))}', batch, results))
 
-  print('| case | framework | params | compile s | train img/s | infer img/s | XLA peak GiB '
-        '| peak RSS GiB | JAX/PyTorch train | JAX/PyTorch infer |')
-  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  emit()
+  emit('| case | framework | params | compile s | train img/s | infer img/s | XLA peak GiB '
+       '| peak RSS GiB | JAX/PyTorch train | JAX/PyTorch infer |')
+  emit('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for label, batch, results in rows:
     j, t = results['JAX'], results['PyTorch']
     for framework, r in results.items():
       ratios = (f'{t["train_s"] / j["train_s"]:.2f} | {t["infer_s"] / j["infer_s"]:.2f}'
                 if framework == 'JAX' else ' | ')
-      print(f'| {label} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
-            f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
-            f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
-  print('\ncompile s: JAX lower + compile of the train step; PyTorch: first (eager) train step.')
-  print('\nJAX train-step FLOPs (XLA cost analysis of the compiled step) and the rate reached:')
+      emit(f'| {label} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
+           f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
+           f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
+  emit()
+  emit('compile s: JAX lower + compile of the train step; PyTorch: first (eager) train step. '
+       'Devices: ' + ', '.join(sorted({f'{name} {r["device"]}' for _, _, results in rows
+                                       for name, r in results.items()})) + '.')
+  emit()
+  emit('JAX train-step FLOPs (XLA cost analysis of the compiled step) and the rate reached:')
   for label, _, results in rows:
     j = results['JAX']
     if j.get('train_flops'):
       rate = j['train_flops'] / j['train_s'] / 1e12
       mfu = f', MFU {100 * rate / args.peak_tflops:.1f}%' if args.peak_tflops else ''
-      print(f'- {label}: {j["train_flops"] / 1e9:.1f} GFLOP per step, {rate:.3f} TFLOP/s{mfu}')
-  print(f'load average (1 min) at end: {os.getloadavg()[0]:.2f}')
+      emit(f'- {label}: {j["train_flops"] / 1e9:.1f} GFLOP per step, {rate:.3f} TFLOP/s{mfu}')
+  emit()
+  emit(f'Load average (1 min) at the end: {os.getloadavg()[0]:.2f}.')
+  if not args.no_write:
+    benchmark_report.write_section(args.write_to, 'compare_torch', '\n'.join(report))
+    print(f'wrote this table into the compare_torch section of {args.write_to}', file=sys.stderr)
 
 
 if __name__ == '__main__':

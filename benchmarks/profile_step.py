@@ -3,12 +3,19 @@
   python benchmarks/profile_step.py                      # 2D U-Net, 8 x 4 x 128^2
   python benchmarks/profile_step.py --case=2             # a case of compare_torch.py (0-5)
   python benchmarks/profile_step.py --case=2 --conv3d=native
+  python benchmarks/profile_step.py --case=1 --framework=pytorch   # the PyTorch reference
 
 Traces two steps with jax.profiler after a warm-up and splits each instant of the step's
 wall time evenly among the XLA ops running on the CPU threads at that instant, grouped
 by op kind (the HLO op name without its number). Convolutions and dots that XLA hands to
 its CPU library (the default jaxseg XLA flag) run in that library's thread pool, which
 the trace does not name: that time shows as 'library (convolutions, dots)'.
+
+With --framework=pytorch, the same step of the PyTorch reference (compare_torch.py,
+eager) under torch.profiler: each op's own time (without the ops it calls), with the
+convolutions' forward and both gradients in one row. The profiler's per-op overhead
+makes the profiled step slower than the plain one; the shares are of the profiled
+step, and 'ms per step' scales them to the plain step, timed before profiling.
 """
 
 import argparse
@@ -66,12 +73,51 @@ def attribute(ops) -> collections.Counter:
   return shares
 
 
+def profile_torch(case: int) -> None:
+  """The PyTorch reference's train step, split by op kind with torch.profiler."""
+  import torch  # noqa: PLC0415  (only the bench extra has it)
+  import torch_models  # noqa: PLC0415
+  from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+  label, name, variant, shape, batch_size = (compare_torch.CASES +
+                                             compare_torch.LARGE_CASES)[case]
+  config = compare_torch.make_config(name, variant, shape, batch_size)
+  image, target = compare_torch.make_inputs(config)
+  torch.manual_seed(config.train.seed)
+  torch.set_num_threads(os.cpu_count())
+  model = compare_torch.torch_model(config, len(shape))
+  optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
+                                weight_decay=config.train.weight_decay)
+  x = compare_torch.channels_first(image)
+  y = compare_torch.channels_first(target).float()
+  run = lambda: torch_models.train_step(model, optimizer, x, y, config)  # noqa: E731
+  _, step_s = compare_torch.time_steps(run, 3)  # warm-up, then the plain step time
+  with profile(activities=[ProfilerActivity.CPU]) as trace:
+    for _ in range(STEPS):
+      run()
+  shares = collections.Counter()
+  for event in trace.key_averages():
+    kind = ('convolutions (forward, both gradients)' if 'conv' in event.key
+            else event.key)
+    shares[kind] += event.self_cpu_time_total
+  total = sum(shares.values())
+  print(f'PyTorch reference of the {label}, {batch_size} x 4 x {shape}: {1e3 * step_s:.0f} ms '
+        f'per step (plain), {total / STEPS / 1e3:.0f} ms profiled')
+  print('| op kind | ms per step | share |')
+  print('| --- | ---: | ---: |')
+  for kind, us in shares.most_common(16):
+    print(f'| {kind} | {1e3 * step_s * us / total:.1f} | {100 * us / total:.0f}% |')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--case', type=int, default=0, help='index into compare_torch cases')
   parser.add_argument('--conv3d', default='auto')
   parser.add_argument('--top', type=int, default=15)
+  parser.add_argument('--framework', default='jax', choices=('jax', 'pytorch'))
   args = parser.parse_args()
+  if args.framework == 'pytorch':
+    return profile_torch(args.case)
   label, name, variant, shape, batch_size = (compare_torch.CASES +
                                              compare_torch.LARGE_CASES)[args.case]
   config = compare_torch.make_config(name, variant, shape, batch_size)
