@@ -356,7 +356,7 @@ def main():
     for framework, r in results.items():
       ratios = (f'{t["train_s"] / j["train_s"]:.2f} | {t["infer_s"] / j["infer_s"]:.2f}'
                 if framework == 'JAX' else ' | ')
-      emit(f'| {label} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
+      emit(f'| {label if framework == "JAX" else ""} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
            f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
            f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
   emit()
