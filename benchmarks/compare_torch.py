@@ -307,18 +307,18 @@ def main():
     except (OSError, ValueError) as error:
       raise SystemExit(f'compare_torch.py: --write_to={args.write_to}: {error}')
   invocation = ' '.join(['python benchmarks/compare_torch.py'] + sys.argv[1:])
-  emit(f'Command: `{invocation}`, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.')
-  emit(f'Machine: {benchmark_report.machine()}. Python {platform.python_version()}, '
+  emit(f'- Command: `{invocation}`, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.')
+  emit(f'- Machine: {benchmark_report.machine()}. Python {platform.python_version()}, '
        f'jax {jax.__version__}, torch {torch.__version__}, numpy {np.__version__}; '
        f'torch threads {torch.get_num_threads()}.')
-  emit(f'Median of {steps} steps after 1 warm-up step; {args.dtype} (PyTorch: '
+  emit(f'- Median of {steps} steps after 1 warm-up step; {args.dtype} (PyTorch: '
        f'{"autocast, " if args.dtype != "float32" else ""}'
        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
        f'{os.environ.get("XLA_FLAGS", "")!r}.')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).
-  emit(f'Load average (1 min) at the start: {os.getloadavg()[0]:.2f}.')
+  emit(f'- Load average (1 min) at the start: {os.getloadavg()[0]:.2f}.')
   emit()
 
   for variant, shape in (('2d', (16, 16)), ('3d', (8, 8, 8))):
