@@ -6,6 +6,11 @@
   python benchmarks/compare_torch.py --large    # also 3D at 128^3 (slow on a CPU)
   python benchmarks/compare_torch.py --peak_tflops=PEAK  # adds JAX's model FLOPs utilisation
   python benchmarks/compare_torch.py --dtype=bfloat16 --torch_compile  # GPU: bf16 vs AMP, compiled
+  python benchmarks/compare_torch.py --no_write # print only
+
+The table, with the command, machine, versions and date, is printed and written into
+the 'compare_torch' section of BENCHMARKS.md (between its markers; the rest of the file
+is left as it is), or of the file named by --write_to.
 
 For each case both frameworks run in the same command, one after the other, on the same
 random inputs (channels-last for JAX, channels-first for PyTorch, drawn from one seed).
@@ -155,7 +160,8 @@ def measure_jax(config, image, target, steps: int) -> dict:
   _, infer_s = time_steps(lambda: forward(state.params, batch['image']).block_until_ready(),
                           steps)
   return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
-          'device': jax.devices()[0].device_kind, 'peak_gib': peak, 'rss_gib': peak_rss_gib(), 'train_flops': flops}
+          'device': jax.devices()[0].device_kind, 'peak_gib': peak, 'rss_gib': peak_rss_gib(),
+          'train_flops': flops}
 
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
@@ -356,7 +362,8 @@ def main():
     for framework, r in results.items():
       ratios = (f'{t["train_s"] / j["train_s"]:.2f} | {t["infer_s"] / j["infer_s"]:.2f}'
                 if framework == 'JAX' else ' | ')
-      emit(f'| {label if framework == "JAX" else ""} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
+      case = label if framework == 'JAX' else ''
+      emit(f'| {case} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
            f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
            f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
   emit()
