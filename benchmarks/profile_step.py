@@ -111,7 +111,9 @@ def profile_torch(case: int) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--case', type=int, default=0, help='index into compare_torch cases')
+  cases = len(compare_torch.CASES + compare_torch.LARGE_CASES)
+  parser.add_argument('--case', type=int, default=0, choices=range(cases),
+                      help=f'index into compare_torch cases (0-{cases - 1})')
   parser.add_argument('--conv3d', default='auto')
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--framework', default='jax', choices=('jax', 'pytorch'))

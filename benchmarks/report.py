@@ -47,10 +47,17 @@ def check_writable(path: str, name: str) -> None:
 def write_section(path: str, name: str, body: str) -> None:
   """Replaces the section in the file at `path` atomically (a new file, then a rename)."""
   new_text = replace_section(_read(path), name, body)
+  if os.path.exists(path):
+    mode = os.stat(path).st_mode & 0o777
+  else:  # a new file gets what open() would give it
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
   directory = os.path.dirname(os.path.abspath(path))
   with tempfile.NamedTemporaryFile('w', encoding='utf-8', dir=directory, delete=False,
                                    suffix='.tmp') as f:
     f.write(new_text)
+  os.chmod(f.name, mode)  # the temporary file is private (0600); keep the file's own mode
   os.replace(f.name, path)
 
 

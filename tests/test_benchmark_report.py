@@ -40,6 +40,7 @@ def test_a_half_marked_section_is_refused(broken):
 def test_write_section_changes_the_file_and_check_refuses_early(tmp_path):
   path = tmp_path / 'BENCHMARKS.md'
   path.write_text('# Benchmarks\nhand-written analysis\n')
+  path.chmod(0o644)
   report.check_writable(str(path), 'bench')
   report.write_section(str(path), 'bench', 'first run')
   report.write_section(str(path), 'bench', 'second run')
@@ -47,6 +48,7 @@ def test_write_section_changes_the_file_and_check_refuses_early(tmp_path):
   assert text.startswith('# Benchmarks\nhand-written analysis\n')
   assert 'second run' in text and 'first run' not in text
   assert [p.name for p in tmp_path.iterdir()] == ['BENCHMARKS.md']  # no temporary left
+  assert path.stat().st_mode & 0o777 == 0o644  # readable by others as before, not 0600
   begin, _ = report.markers('bench')
   path.write_text(f'{begin}\nno end marker\n')
   with pytest.raises(ValueError):
