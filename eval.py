@@ -17,7 +17,7 @@ from jaxseg.xla_flags import apply_default_flags, enable_compilation_cache
 apply_default_flags()  # before JAX starts its backend
 enable_compilation_cache()
 
-from jaxseg import checkpointing, cli, evaluation
+from jaxseg import cli, eval_workdir, workdir as workdir_files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/lstm_unet', 'Workdir of a training run.')
@@ -36,14 +36,16 @@ flags.DEFINE_bool('all_iterations', False, 'Also write the NIfTI prediction of e
 
 def main(argv):
   cli.parse_flags(argv)
-  cli.run(lambda: evaluation.evaluate_workdir(
-      FLAGS.workdir, FLAGS.checkpoint, FLAGS.split, FLAGS.output_dir, FLAGS.data_root,
-      FLAGS.tta, FLAGS.num_figures, FLAGS.all_iterations, _defaults(FLAGS.workdir)))
+  cli.run(lambda: eval_workdir.evaluate_workdir(
+      FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
+      output_dir=FLAGS.output_dir, data_root=FLAGS.data_root, tta=FLAGS.tta,
+      num_figures=FLAGS.num_figures, all_iterations=FLAGS.all_iterations,
+      defaults=_defaults(FLAGS.workdir)))
 
 
 def _defaults(workdir: str):
   """The current config file of the workdir's model: values for keys added since."""
-  name = checkpointing.saved_model_name(workdir)
+  name = workdir_files.saved_model_name(workdir)
   if name not in ('unet', 'lstm_unet'):
     return None
   return importlib.import_module(f'configs.{name}').get_config(None)

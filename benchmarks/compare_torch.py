@@ -35,7 +35,6 @@ Ratios are JAX / PyTorch throughput: above 1, JAX is faster.
 """
 
 import argparse
-import functools
 import importlib
 import json
 import os
@@ -61,11 +60,10 @@ import torch  # noqa: E402
 
 import report as benchmark_report  # noqa: E402
 import torch_models  # noqa: E402
-from jaxseg import losses  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
-from jaxseg.train_state import init_key, num_iterations, setup_model  # noqa: E402
-from jaxseg.training import train_step  # noqa: E402
+from jaxseg.train_state import setup_model  # noqa: E402
+from jaxseg.train_step import make_train_step  # noqa: E402
 
 jax.config.update('jax_default_prng_impl', 'rbg')  # as jaxseg: threefry compiles slowly on CPU
 GIB = 2**30
@@ -133,11 +131,7 @@ def measure_jax(config, image, target, steps: int) -> dict:
   """jaxseg's train step and forward pass, compiled as in train.py."""
   model, state = jax_setup(config)
   params = sum(x.size for x in jax.tree.leaves(state.params))
-  step = jax.jit(functools.partial(
-      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
-      dice_weight=config.loss.dice_weight, ce_weight=config.loss.ce_weight,
-      augment_config=config.augment, microbatches=config.train.microbatches,
-      augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
+  step = make_train_step(config)
   batch = {'image': jnp.asarray(image), 'target': jnp.asarray(target)}
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()

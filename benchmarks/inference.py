@@ -4,7 +4,7 @@
   python benchmarks/inference.py --config=lstm_unet:3d --batch_size=16 --tta=case
 
 Writes one synthetic case in the BraTS 2021 layout to a temporary directory,
-preprocesses it (brain crop, z-score), and times `jaxseg.inference.predict_cases` on
+preprocesses it (brain crop, z-score), and times `jaxseg.inference.SlidingWindowPredictor` on
 it: the model of the config (random parameters: the time does not depend on their
 values), windows of data.image_size with eval.overlap, eval.batch_size windows per
 call, without mirroring TTA; with TTA over every spatial axis (2^3 = 8 passes) either
@@ -70,19 +70,20 @@ def main():
           f'(overlap {config.eval.overlap}), {batch_size} per call')
     mirror_axes = tuple(range(len(size)))
     for tta in (False, True) if args.tta == 'case' else (False,):
-      logits_fn = inference.make_logits_fn(model, mesh, mirror_axes if tta else ())
+      config.eval.batch_size = batch_size
+      predictor = inference.SlidingWindowPredictor.from_config(
+          model, config.eval, size, mesh, mirror_axes if tta else ())
       times = []
       for _ in range(2):  # the first includes compilation
         start = time.perf_counter()
-        for _ in inference.predict_cases(logits_fn, params, [image], size, batch_size, mesh,
-                                         config.eval.overlap):
+        for _ in predictor.predict(params, [image]):
           pass
         times.append(time.perf_counter() - start)
       print(f'TTA {"on (all mirrorings)" if tta else "off"}: {times[1]:.1f} s per case '
             f'(first call with compilation {times[0]:.1f} s)', flush=True)
     if args.tta == 'batch':
       # One window from the case's corner, zero-padded where the case is smaller (the
-      # cropped brain can be shallower than a 128^3 window), as predict_cases pads.
+      # cropped brain can be shallower than a 128^3 window), as the predictor pads.
       window = image[tuple(slice(0, s) for s in size)]
       window = np.pad(window, [(0, s - w) for s, w in zip(size, window.shape)] + [(0, 0)])
       windows = np.stack([window] * batch_size)

@@ -28,14 +28,16 @@ from jaxseg.xla_flags import apply_default_flags  # noqa: E402
 apply_default_flags()
 
 import grain  # noqa: E402
+from absl import flags as absl_flags  # noqa: E402
 import jax  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import lstm_unet  # noqa: E402
 from jaxseg import augment  # noqa: E402
-from jaxseg.data import load_splits, train_batches, train_iterator  # noqa: E402
+from jaxseg.data import load_splits, train_iterator  # noqa: E402
 from jaxseg.data.synthetic import synthetic_case  # noqa: E402
+from jaxseg.training import make_train_batches  # noqa: E402
 
 BRATS_SHAPE = (240, 240, 155)
 
@@ -73,7 +75,7 @@ def config_for(root: str, cache_dir: str, image_size, batch_size: int, workers: 
 def host_throughput(config, num_batches: int) -> float:
   """Batches per second of the host stream after the first few (worker start-up)."""
   data = load_splits(config.data, ('train',))['train']
-  iterator = train_iterator(train_batches(data, config), config.data.num_workers,
+  iterator = train_iterator(make_train_batches(config, data), config.data.num_workers,
                             config.data.prefetch)
   for _ in range(3):
     next(iterator)
@@ -111,6 +113,7 @@ def main():
   parser.add_argument('--workers', default='0,2')
   parser.add_argument('--device_repeats', type=int, default=3)
   args = parser.parse_args()
+  absl_flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
 
   print(f'jax {jax.__version__} ({jax.devices()[0].platform}), grain {grain.__version__ if hasattr(grain, "__version__") else "?"}, '
         f'numpy {np.__version__}, python {platform.python_version()}, '

@@ -16,7 +16,6 @@ estimate for the device compiled for.
 """
 
 import argparse
-import functools
 import importlib
 import os
 import sys
@@ -30,12 +29,11 @@ apply_default_flags()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxseg import losses  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
 from jaxseg.models import resolve_conv3d  # noqa: E402
-from jaxseg.train_state import num_iterations, setup_model  # noqa: E402
-from jaxseg.training import train_step  # noqa: E402
+from jaxseg.train_state import setup_model  # noqa: E402
+from jaxseg.train_step import make_train_step  # noqa: E402
 
 GIB = 2**30
 
@@ -67,10 +65,8 @@ def analyse(config, batch_size: int, device) -> dict[str, float]:
                                          sharding=on_device),
            'target': jax.ShapeDtypeStruct((*shape, len(BRATS_2023_REGIONS)), jnp.uint8,
                                           sharding=on_device)}
-  step = jax.jit(functools.partial(
-      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
-      dice_weight=1.0, ce_weight=1.0, microbatches=config.train.microbatches),
-      donate_argnums=0)
+  config.train.batch_size = batch_size
+  step = make_train_step(config)  # train.py's step: augmentation and loss weights included
   try:
     memory = step.lower(abstract_state, batch).compile().memory_analysis()
   except jax.errors.JaxRuntimeError as error:

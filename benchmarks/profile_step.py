@@ -20,7 +20,6 @@ step, and 'ms per step' scales them to the plain step, timed before profiling.
 
 import argparse
 import collections
-import functools
 import glob
 import os
 import re
@@ -34,9 +33,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
-from jaxseg import losses  # noqa: E402
-from jaxseg.train_state import num_iterations  # noqa: E402
-from jaxseg.training import train_step  # noqa: E402
+from jaxseg.train_step import make_train_step  # noqa: E402
 
 STEPS = 2
 
@@ -126,11 +123,7 @@ def main():
   config.model.conv3d = args.conv3d
   image, target = compare_torch.make_inputs(config)
   _, state = compare_torch.jax_setup(config)
-  step = jax.jit(functools.partial(
-      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
-      dice_weight=config.loss.dice_weight, ce_weight=config.loss.ce_weight,
-      augment_config=config.augment, microbatches=config.train.microbatches,
-      augment_key=jax.random.key(0)), donate_argnums=0)
+  step = make_train_step(config)
   batch = {'image': jnp.asarray(image), 'target': jnp.asarray(target)}
   for _ in range(2):  # compile, warm up
     state, metrics = step(state, batch)

@@ -18,7 +18,6 @@ persistent compilation cache (as a first train.py run), then with the cache it f
 """
 
 import argparse
-import functools
 import importlib
 import json
 import os
@@ -35,12 +34,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import torch_models  # noqa: E402
-from jaxseg import losses  # noqa: E402
-from jaxseg.data import load_splits, train_batches  # noqa: E402
+from jaxseg.data import load_splits  # noqa: E402
 from jaxseg.data.regions import region_masks  # noqa: E402
 from jaxseg.metrics import overlap_metrics  # noqa: E402
-from jaxseg.train_state import init_key, learning_rate_schedule, num_iterations, setup_model  # noqa: E402
-from jaxseg.training import train_step  # noqa: E402
+from jaxseg.train_state import learning_rate_schedule, setup_model  # noqa: E402
+from jaxseg.train_step import make_train_step  # noqa: E402
+from jaxseg.training import make_train_batches  # noqa: E402
 from jaxseg.xla_flags import enable_compilation_cache  # noqa: E402
 
 
@@ -63,13 +62,9 @@ def setup(config_name: str):
 
 
 def train_jax(config, train_data, val_images, val_targets, model, state, args) -> dict:
-  step_fn = jax.jit(functools.partial(
-      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
-      dice_weight=config.loss.dice_weight, ce_weight=config.loss.ce_weight,
-      augment_config=config.augment, microbatches=config.train.microbatches,
-      augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
+  step_fn = make_train_step(config)
   forward = jax.jit(lambda p, x: model.apply({'params': p}, x)[0][-1])
-  batches = train_batches(train_data, config)
+  batches = make_train_batches(config, train_data)
 
   def validate(state):
     return validation_dice(np.asarray(forward(state.params, val_images)), val_targets)
@@ -86,7 +81,7 @@ def train_torch(config, train_data, val_images, val_targets, model, state, args)
   optimizer = torch.optim.AdamW(reference.parameters(), lr=0.0,
                                 weight_decay=train_config.weight_decay)
   rates = np.asarray(learning_rate_schedule(train_config)(np.arange(args.max_steps)))
-  batches = train_batches(train_data, config)
+  batches = make_train_batches(config, train_data)
 
   def step(s, model):
     batch = batches[s]

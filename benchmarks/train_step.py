@@ -29,15 +29,14 @@ VARIANTS = [
 
 
 def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
-  import functools
   import importlib
 
   import jax
 
-  from jaxseg import losses
-  from jaxseg.data import load_splits, train_batches
-  from jaxseg.train_state import num_iterations, setup_model
-  from jaxseg.training import train_step
+  from jaxseg.data import load_splits
+  from jaxseg.train_state import setup_model
+  from jaxseg.train_step import make_train_step
+  from jaxseg.training import make_train_batches
 
   config = importlib.import_module(f'configs.{config_name}').get_config(None)
   config.data.num_train_cases = 32
@@ -46,10 +45,8 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
   data = load_splits(config.data, ('train',))['train']
   _, init_state, _ = setup_model(config, data)
   state = init_state()
-  step = jax.jit(functools.partial(
-      train_step, iteration_weights=losses.iteration_weights(num_iterations(config.model)),
-      dice_weight=1.0, ce_weight=1.0))
-  batches = train_batches(data, config)
+  step = make_train_step(config)
+  batches = make_train_batches(config, data)
   start = time.perf_counter()
   compiled = step.lower(state, batches[0]).compile()
   compile_seconds = time.perf_counter() - start

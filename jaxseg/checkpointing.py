@@ -1,23 +1,18 @@
 """Orbax checkpoints of a workdir: the latest (to resume) and the best (by validation Dice).
 
-Layout of a workdir:
-  config.json            the config of the run (written once; checked on restart)
-  splits.json            the case ids of the training and validation splits
-  checkpoints/<step>/    state (params, optimiser state, step), validation summary and
-                         the position of the training data stream
+`<workdir>/checkpoints/<step>/` holds the train state (parameters, optimiser state,
+step), the validation summary of that step and the position of the training data
+stream. The workdir's other files are workdir.py's.
 """
 
-import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
-CONFIG_FILE = 'config.json'
+from jaxseg.train_state import TrainState
+
 BEST_METRIC = 'dice'  # mean validation Dice at the last refinement iteration
 
 
@@ -86,103 +81,28 @@ class Checkpointer:
     self._manager.close()
 
 
-def prepare_workdir(workdir: str) -> None:
-  """Creates `workdir` and proves it writable, with one-line errors, before any compiling."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-'):
-      pass
-  except OSError as error:
-    raise CheckpointError(f'--workdir {workdir}: cannot be created or written '
-                          f'({error.strerror or error})') from None
+def restore_train_state(checkpointer: Checkpointer, step: int, abstract_state: TrainState,
+                        sharding) -> tuple[TrainState, dict]:
+  """(state placed with `sharding`, validation summary) of checkpoint `step`."""
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
+  return checkpointer.restore(step, abstract_state)
 
 
-# Room needed beyond two copies of the state (latest and best) for logs and Orbax's
-# temporary files.
-_SPACE_MARGIN_BYTES = 64 * 2**20
-
-
-def check_free_space(workdir: str, abstract_state: Any) -> None:
-  """Refuses to start when the workdir's disk cannot hold the latest and best checkpoints."""
-  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state)
-                    if hasattr(x, 'dtype'))
-  needed = 2 * state_bytes + _SPACE_MARGIN_BYTES
-  free = shutil.disk_usage(workdir).free
-  if free < needed:
-    raise CheckpointError(f'--workdir {workdir}: {free / 2**20:.0f} MiB free on its disk, but '
-                          f'checkpoints need about {needed / 2**20:.0f} MiB; free some space or '
-                          'choose another workdir')
-
-
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
-
-
-def read_config(workdir: str, defaults: ml_collections.ConfigDict | None = None
-                ) -> ml_collections.ConfigDict:
-  """The config a run was trained with; keys added to jaxseg since then (absent from
-  the saved file) take their values from `defaults`."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
-  with open(path) as f:
-    saved = json.load(f)
-  if defaults is not None:
-    saved = _merged(json.loads(defaults.to_json()), saved)
-  return ml_collections.ConfigDict(saved)
-
-
-def saved_model_name(workdir: str) -> str | None:
-  """model.name in a workdir's config.json, or None."""
-  try:
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
-      return json.load(f)['model']['name']
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
-
-
-def _merged(defaults: dict, saved: dict) -> dict:
-  out = dict(defaults)
-  for key, value in saved.items():
-    both_dicts = isinstance(value, dict) and isinstance(out.get(key), dict)
-    out[key] = _merged(out[key], value) if both_dicts else value
-  return out
-
-
-# Config entries that decide the saved state's shapes and meaning; a restart may change
-# everything else (more steps, another learning rate, remat, compute dtype, conv3d).
-_ARCHITECTURE_KEYS = ('model', 'data.image_size')
-_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d')
-
-
-def _architecture(config: ml_collections.ConfigDict) -> dict:
-  as_dict = json.loads(config.to_json())
-  for key in _RUNTIME_MODEL_KEYS:
-    as_dict.get('model', {}).pop(key, None)
-  return {key: _get(as_dict, key) for key in _ARCHITECTURE_KEYS}
-
-
-def _get(config: dict, dotted: str):
-  for key in dotted.split('.'):
-    config = config.get(key) if isinstance(config, dict) else None
-  return config
-
-
-def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises CheckpointError when the workdir was trained with another model config."""
-  saved, current = _architecture(read_config(workdir)), _architecture(config)
-  if saved != current:
-    raise CheckpointError(
-        f'workdir {workdir} holds a checkpoint of a different model '
-        f'({_diff(saved, current, "config")}); use a new --workdir, or the config it was '
-        'trained with')
-
-
-def _diff(saved, current, prefix: str) -> str:
-  if isinstance(saved, dict) and isinstance(current, dict):
-    for key in sorted(set(saved) | set(current), key=lambda k: (k != 'name', k)):
-      if saved.get(key) != current.get(key):
-        name = key if prefix == 'config' else f'{prefix}.{key}'
-        return _diff(saved.get(key), current.get(key), name)
-  return f'{prefix}: saved {saved!r}, now {current!r}'
+def checkpoint_step(checkpointer: Checkpointer, checkpoint: str) -> int:
+  """The step that eval.py's --checkpoint names: 'best', 'latest' or a step number."""
+  workdir = os.path.dirname(checkpointer.directory)
+  if checkpoint == 'best':
+    step = checkpointer.best_step()
+  elif checkpoint == 'latest':
+    step = checkpointer.latest_step()
+  elif checkpoint.isdigit():
+    step = int(checkpoint)
+    if step not in checkpointer.all_steps():
+      raise CheckpointError(f'--checkpoint={checkpoint}: no such step in {workdir}; saved '
+                            f'steps: {sorted(checkpointer.all_steps())}')
+  else:
+    raise ValueError(f"--checkpoint={checkpoint!r}: use 'best', 'latest' or a step number")
+  if step is None:
+    raise CheckpointError(f'{workdir}: no checkpoint found')
+  return step

@@ -11,9 +11,10 @@ from typing import Callable
 from absl import flags
 
 from jaxseg.checkpointing import CheckpointError
+from jaxseg.workdir import WorkdirError
 
 # Errors that come from what the user handed over (config values, files, workdirs).
-USER_ERRORS = (CheckpointError, ValueError, OSError)
+USER_ERRORS = (CheckpointError, WorkdirError, ValueError, OSError)
 
 
 def fail(message: str) -> None:

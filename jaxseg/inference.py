@@ -6,13 +6,14 @@ importance map that trusts window centres more than borders. A 2D model on 3D vo
 predicts every slice along the last axis (windows one voxel thick). Windows of
 several cases share batches, so one jit-compiled function of a fixed batch serves all
 and memory stays bounded by the batch. A region is predicted where its logit is
-positive (sigmoid above 0.5), for every refinement iteration.
+positive (sigmoid above 0.5), for every refinement iteration. `SlidingWindowPredictor`
+holds the model's compiled forward pass and `config.eval`'s settings, built once.
 """
 
 import dataclasses
 import itertools
 import math
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -90,64 +91,90 @@ class _Case:
   index: int
   volume: np.ndarray           # (*spatial, C), padded to at least the window
   shape: tuple[int, ...]       # spatial shape before padding
+  window: tuple[int, ...]      # the window cut from this case's volume
+  weight: np.ndarray           # (*window) importance of each window of this case
   logits: np.ndarray | None = None   # (T, *padded, R) weighted sum
   weights: np.ndarray | None = None  # (*padded,) sum of weights
-  weight: np.ndarray | None = None    # (*window) importance of each window of this case
   remaining: int = 0
 
 
-def predict_cases(logits_fn, params, images: Iterable[np.ndarray], image_size, batch_size: int,
-                  mesh: Mesh, overlap: float = 0.5) -> Iterator[tuple[int, np.ndarray]]:
-  """Yields (case index, logits (T, *spatial, R) float32) for every case, in order."""
-  if not 0 <= overlap < 1:
-    raise ValueError(f'eval.overlap must be in [0, 1), got {overlap}')
-  image_size = tuple(image_size)
-  queue: list[tuple[_Case, tuple[int, ...]]] = []
-  for index, image in enumerate(images):
-    window = sampling.window_shape(image_size, image.ndim - 1)
-    case = _Case(index, _pad_to(np.asarray(image, np.float32), window), image.shape[:-1])
-    starts = [window_starts(s, w, overlap) for s, w in zip(case.volume.shape, window)]
-    case.weight = gaussian_importance(window, smooth=[len(s) > 1 and w > 1
-                                                      for s, w in zip(starts, window)])
-    for start in itertools.product(*starts):
-      queue.append((case, start))
-      case.remaining += 1
-    while len(queue) >= batch_size:
-      yield from _run_batch(logits_fn, params, queue[:batch_size], image_size, batch_size, mesh)
-      del queue[:batch_size]
-  while queue:
-    yield from _run_batch(logits_fn, params, queue[:batch_size], image_size, batch_size, mesh)
-    del queue[:batch_size]
+@dataclasses.dataclass(frozen=True)
+class SlidingWindowPredictor:
+  """Predicts whole cases with overlapping windows of `window_size`, built once.
+
+  `logits_fn(params, windows (batch_size, *window_size, C)) -> (T, batch_size,
+  *window_size, R)` is the model's forward pass (`from_config` builds it with TTA);
+  `batch_size` windows, of one case or several, go through each call.
+  """
+  logits_fn: Callable
+  window_size: tuple[int, ...]
+  mesh: Mesh
+  batch_size: int = 2
+  overlap: float = 0.5
+
+  def __post_init__(self):
+    object.__setattr__(self, 'window_size', tuple(self.window_size))
+    if not 0 <= self.overlap < 1:
+      raise ValueError(f'eval.overlap must be in [0, 1), got {self.overlap}')
+    if self.batch_size < 1:
+      raise ValueError(f'eval.batch_size must be at least 1, got {self.batch_size}')
+    parallel.check_batch_size(self.batch_size, 'eval.batch_size')
+
+  @classmethod
+  def from_config(cls, model, eval_config, window_size, mesh: Mesh,
+                  mirror_axes=None) -> 'SlidingWindowPredictor':
+    """The predictor of `config.eval` for `model` on windows of `data.image_size`;
+    `mirror_axes` overrides eval.mirror_axes (eval.py --tta)."""
+    axes = tuple(eval_config.mirror_axes if mirror_axes is None else mirror_axes)
+    check_mirror_axes(axes, len(window_size))
+    return cls(make_logits_fn(model, mesh, axes), window_size, mesh, eval_config.batch_size,
+               eval_config.overlap)
+
+  def predict(self, params, images: Iterable[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields (case index, logits (T, *spatial, R) float32) for every case, in order."""
+    queue: list[tuple[_Case, tuple[int, ...]]] = []
+    for index, image in enumerate(images):
+      window = sampling.window_shape(self.window_size, image.ndim - 1)
+      volume = _pad_to(np.asarray(image, np.float32), window)
+      starts = [window_starts(s, w, self.overlap) for s, w in zip(volume.shape, window)]
+      weight = gaussian_importance(window, smooth=[len(s) > 1 and w > 1
+                                                   for s, w in zip(starts, window)])
+      case = _Case(index, volume, image.shape[:-1], window, weight)
+      for start in itertools.product(*starts):
+        queue.append((case, start))
+        case.remaining += 1
+      while len(queue) >= self.batch_size:
+        yield from self._run_batch(params, queue[:self.batch_size])
+        del queue[:self.batch_size]
+    if queue:
+      yield from self._run_batch(params, queue)
+
+  def _run_batch(self, params, items):
+    """Predicts one batch of windows, adds them to their cases, yields finished cases."""
+    windows = []
+    for case, start in items:
+      cut = case.volume[tuple(slice(s, s + w) for s, w in zip(start, case.window))]
+      windows.append(cut.reshape(*self.window_size, cut.shape[-1]))
+    windows += [windows[-1]] * (self.batch_size - len(windows))  # one compiled batch size
+    batch = parallel.shard_global(np.stack(windows), self.mesh)  # every process has all
+    logits = parallel.to_host(self.logits_fn(params, batch))  # (T, B, *window_size, R)
+    for b, (case, start) in enumerate(items):
+      if case.logits is None:
+        padded = case.volume.shape[:-1]
+        case.logits = np.zeros((logits.shape[0], *padded, logits.shape[-1]), np.float32)
+        case.weights = np.zeros(padded, np.float32)
+      where = tuple(slice(s, s + w) for s, w in zip(start, case.window))
+      weighted = logits[:, b].reshape(logits.shape[0], *case.window, -1) * case.weight[..., None]
+      case.logits[(slice(None), *where)] += weighted
+      case.weights[where] += case.weight
+      case.remaining -= 1
+      if case.remaining == 0:
+        crop = tuple(slice(0, s) for s in case.shape)
+        averaged = case.logits[(slice(None), *crop)] / case.weights[crop][None, ..., None]
+        yield case.index, averaged
 
 
 def _pad_to(volume: np.ndarray, window) -> np.ndarray:
   """Zero-pads the end of each spatial axis shorter than the window."""
   padding = [(0, max(0, w - s)) for s, w in zip(volume.shape, window)] + [(0, 0)]
   return np.pad(volume, padding) if any(after for _, after in padding) else volume
-
-
-def _run_batch(logits_fn, params, items, image_size, batch_size, mesh):
-  """Predicts one batch of windows, adds them to their cases, yields finished cases."""
-  windows = []
-  for case, start in items:
-    window = sampling.window_shape(image_size, case.volume.ndim - 1)
-    cut = case.volume[tuple(slice(s, s + w) for s, w in zip(start, window))]
-    windows.append(cut.reshape(*image_size, cut.shape[-1]))
-  windows += [windows[-1]] * (batch_size - len(windows))  # one compiled batch size
-  batch = parallel.shard_global(np.stack(windows), mesh)  # every process has every window
-  logits = parallel.to_host(logits_fn(params, batch))  # (T, B, *image_size, R)
-  for b, (case, start) in enumerate(items):
-    window = sampling.window_shape(image_size, case.volume.ndim - 1)
-    if case.logits is None:
-      padded = case.volume.shape[:-1]
-      case.logits = np.zeros((logits.shape[0], *padded, logits.shape[-1]), np.float32)
-      case.weights = np.zeros(padded, np.float32)
-    where = tuple(slice(s, s + w) for s, w in zip(start, window))
-    weighted = logits[:, b].reshape(logits.shape[0], *window, -1) * case.weight[..., None]
-    case.logits[(slice(None), *where)] += weighted
-    case.weights[where] += case.weight
-    case.remaining -= 1
-    if case.remaining == 0:
-      crop = tuple(slice(0, s) for s in case.shape)
-      averaged = case.logits[(slice(None), *crop)] / case.weights[crop][None, ..., None]
-      yield case.index, averaged

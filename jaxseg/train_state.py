@@ -1,4 +1,5 @@
-"""The training state: model, optimiser and parameters built from a config."""
+"""The training state built from a config: model, optimiser (AdamW on a warm-up +
+cosine schedule, `config.train`) and initial parameters."""
 
 import functools
 
@@ -26,7 +27,7 @@ def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Sch
       decay_steps=max(train_config.num_steps, 1), end_value=0.01 * train_config.learning_rate)
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimiser(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW on the schedule above, after global-norm gradient clipping."""
   return optax.chain(optax.clip_by_global_norm(train_config.grad_clip),
                      optax.adamw(learning_rate_schedule(train_config),
@@ -42,9 +43,9 @@ def init_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl='rbg')
 
 
-def create_train_state(model, optimizer, input_shape, seed: int) -> TrainState:
+def create_train_state(model, optimiser, input_shape, seed: int) -> TrainState:
   params = model.init(init_key(seed), jnp.zeros(input_shape, jnp.float32))['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=optimiser)
 
 
 def num_iterations(model_config: ml_collections.ConfigDict) -> int:
@@ -58,13 +59,6 @@ def setup_model(config: ml_collections.ConfigDict, data: SegmentationData):
   """
   model = build_model(config.model, num_outputs=len(data.regions))
   input_shape = (1, *config.data.image_size, len(data.channels))
-  init_state = functools.partial(create_train_state, model, make_optimizer(config.train),
+  init_state = functools.partial(create_train_state, model, make_optimiser(config.train),
                                  input_shape, config.train.seed)
   return model, init_state, jax.eval_shape(init_state)
-
-
-def restore_train_state(checkpointer, step: int, abstract_state: TrainState, sharding):
-  """(state placed with `sharding`, validation summary) of checkpoint `step`."""
-  abstract_state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
-  return checkpointer.restore(step, abstract_state)

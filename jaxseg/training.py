@@ -1,160 +1,101 @@
-"""Training: state creation, the jit-compiled train step, and the training loop.
-
-`train_step` is a pure function of (state, batch); everything with side effects
-(data loading, logging, checkpoints, progress) lives in `train_and_evaluate`.
+"""The training loop: `train_and_evaluate(config, workdir)`, everything with side effects
+around the pure train step (train_step.py): data, validation, logs, checkpoints,
+progress, signals. Bad config values are refused by `check_config` before any data is
+read or any file written.
 """
 
-import functools
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
 from tqdm import tqdm
 
-from jaxseg import (augment, checkpointing, evaluation, inference, losses, parallel,
-                    preemption)
-from jaxseg.data import load_splits, split_ids, splits, train_batches, train_iterator
+from jaxseg import checkpointing, evaluation, inference, parallel, preemption, workdir as files
+from jaxseg.data import (SegmentationData, case_ids_by_split, input_pipeline, load_splits,
+                         train_batches, train_iterator)
 from jaxseg.logs import MetricLogger
-from jaxseg.models import build_model
-from jaxseg.train_state import (TrainState, init_key, learning_rate_schedule, num_iterations,
-                                restore_train_state, setup_model)
-
-
-def train_step(state: TrainState, batch: dict, iteration_weights: jax.Array,
-               dice_weight: float, ce_weight: float, augment_config=None,
-               augment_key: jax.Array | None = None, microbatches: int = 1):
-  """One optimiser update. Returns (new state, scalar metrics of this step).
-
-  With `microbatches` = k > 1 the batch is split into k parts whose gradients are
-  computed one after the other (a scan) and averaged: the activations of only one part
-  are alive at a time. The Dice term is then pooled per part rather than per batch.
-
-  With `augment_config.enabled`, the batch is augmented first (augment.py), with a key
-  that depends only on `augment_key` and the step, so a resumed run augments alike.
-  A non-finite loss or gradient leaves parameters and optimiser state as they were
-  (metrics['finite'] is then False; the training loop decides what happens next).
-  """
-  images, targets = batch['image'], batch['target'].astype(jnp.float32)
-  if augment_config is not None and augment_config.enabled:
-    images, targets = augment.augment_batch(jax.random.fold_in(augment_key, state.step),
-                                            images, targets, augment_config)
-
-  def loss_fn(params, images, targets):
-    logits, aux = state.apply_fn({'params': params}, images)
-    return losses.total_loss(logits, aux, targets, iteration_weights, dice_weight, ce_weight)
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  if microbatches == 1:
-    (loss, per_iteration), grads = grad_fn(state.params, images, targets)
-  else:
-    # Part m holds rows m, m + k, ...: the sharded batch axis stays whole on each device.
-    def split(x):
-      return x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
-
-    def accumulate(total, part):
-      out = grad_fn(state.params, *part)
-      return jax.tree.map(jnp.add, total, out), None
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params, split(images)[0],
-                                                         split(targets)[0]))
-    total, _ = jax.lax.scan(accumulate, zeros, (split(images), split(targets)))
-    (loss, per_iteration), grads = jax.tree.map(lambda x: x / microbatches, total)
-  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
-  for t in range(per_iteration.shape[0]):
-    metrics[f'loss_iteration{t + 1}'] = per_iteration[t]
-  finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
-  updated = state.apply_gradients(grads=grads)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-  metrics['finite'] = finite
-  return updated.replace(params=keep(updated.params, state.params),
-                         opt_state=keep(updated.opt_state, state.opt_state)), metrics
+from jaxseg.models import build_model, check_input_shape
+from jaxseg.train_state import learning_rate_schedule, setup_model
+from jaxseg.train_step import make_train_step
 
 
 class NonFiniteError(ValueError):
   """A non-finite loss or gradient stopped training; the message names the step."""
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks of values whose mistakes would otherwise surface deep inside JAX, or after
-  the workdir has been written to."""
-  build_model(config.model, num_outputs=1)  # unknown names and dtypes of config.model
-  for key in ('train.num_steps', 'train.batch_size', 'eval.batch_size', 'eval.every_steps',
-              'checkpoint.every_steps', 'train.log_every_steps'):
+# config keys read by the loop below; every other section is checked where it is used.
+_LOOP_COUNTS = ('train.num_steps', 'train.log_every_steps', 'eval.every_steps',
+                'checkpoint.every_steps')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses bad values before data is read or files are written: each section is
+  checked by the code that uses it, by building it (model, train step, predictor)."""
+  for key in _LOOP_COUNTS:
     section, name = key.split('.')
     if config[section][name] < 1:
       raise ValueError(f'{key} must be at least 1, got {config[section][name]}')
-  parallel.check_batch_size(config.train.batch_size, 'train.batch_size')
-  k = config.train.microbatches
-  if k < 1 or config.train.batch_size % (k * jax.device_count()):
-    raise ValueError(f'train.microbatches={k}: train.batch_size={config.train.batch_size} must '
-                     f'be a multiple of microbatches x devices ({k} x {jax.device_count()})')
-  parallel.check_batch_size(config.eval.batch_size, 'eval.batch_size')
-  augment.check_config(config.augment)
-  inference.check_mirror_axes(tuple(config.eval.mirror_axes), len(config.data.image_size))
-  if not 0 <= config.eval.overlap < 1:
-    raise ValueError(f'eval.overlap must be in [0, 1), got {config.eval.overlap}')
   if config.train.on_nonfinite not in ('stop', 'skip'):
     raise ValueError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                      f'{config.train.on_nonfinite!r}')
-  if config.data.num_workers < 0 or config.data.prefetch < 1:
-    raise ValueError(f'data.num_workers must be >= 0 and data.prefetch >= 1, got '
-                     f'{config.data.num_workers} and {config.data.prefetch}')
-  if (config.data.preprocess_workers or 0) < 0:
-    raise ValueError(f'data.preprocess_workers must be >= 0, got '
-                     f'{config.data.preprocess_workers}')
-  if not 0 <= config.data.foreground_fraction <= 1:
-    raise ValueError('data.foreground_fraction must be in [0, 1], got '
-                     f'{config.data.foreground_fraction}')
-  factor = 2**(len(config.model.features) - 1)
-  if any(size % factor for size in config.data.image_size):
-    raise ValueError(f'data.image_size {tuple(config.data.image_size)} must be divisible by '
-                     f'{factor}, 2^(levels - 1) for model.features {tuple(config.model.features)}')
+  model = build_model(config.model, num_outputs=1)
+  check_input_shape(config.data.image_size, len(config.model.features), 'data.image_size')
+  make_train_step(config)  # loss, augmentation, micro-batches
+  learning_rate_schedule(config.train)
+  inference.SlidingWindowPredictor.from_config(model, config.eval, config.data.image_size,
+                                               parallel.make_mesh())
+  input_pipeline.check_config(config.data)
+
+
+def make_train_batches(config: ml_collections.ConfigDict, data: SegmentationData,
+                       process_index: int = 0, process_count: int = 1):
+  """The training batches of `config` (input_pipeline.train_batches): element s is this
+  process's part of step s's global batch, as the loop below and the benchmarks read it."""
+  return train_batches(data, batch_size=config.train.batch_size,
+                       window_size=config.data.image_size,
+                       foreground_fraction=config.data.foreground_fraction,
+                       seed=config.train.seed, process_index=process_index,
+                       process_count=process_count)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the validation summary of the best checkpoint."""
-  validate_config(config)
-  weights = losses.iteration_weights(num_iterations(config.model),
-                                     tuple(config.loss.iteration_weights))
+  check_config(config)
   data = load_splits(config.data)  # bad data stops the run before the workdir is touched
   train_data, val_data = data['train'], data['val']
-  checkpointing.prepare_workdir(workdir)
+  files.prepare_workdir(workdir)
   checkpointer = checkpointing.Checkpointer(workdir)
   if checkpointer.latest_step() is not None:
-    checkpointing.check_same_model(workdir, config)
+    files.check_same_model(workdir, config)
   primary = jax.process_index() == 0  # files shared by all processes: written by one
   if primary:
-    splits.record(workdir, split_ids(data))
+    files.record_splits(workdir, case_ids_by_split(data))
   model, init_state, abstract_state = setup_model(config, train_data)
-  checkpointing.check_free_space(workdir, abstract_state)
+  files.check_free_space(workdir, abstract_state)
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
   data_state = None
   if checkpointer.latest_step() is not None:
-    state, _ = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
-                                   replicated)
+    state, _ = checkpointing.restore_train_state(checkpointer, checkpointer.latest_step(),
+                                                 abstract_state, replicated)
     data_state = checkpointer.data_state(checkpointer.latest_step())
     print(f'Resuming from step {int(state.step)} in {workdir}')
   else:
     state = jax.jit(init_state, out_shardings=replicated)()
   if primary:
-    checkpointing.write_config(workdir, config)  # the config this run continues with
+    files.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f'{config.model.name}: {num_params:,} parameters; {len(train_data)} training and '
         f'{len(val_data)} validation cases, training on {tuple(config.data.image_size)} '
         f'windows; {jax.device_count()} {jax.devices()[0].platform} device(s)')
 
-  step_fn = jax.jit(functools.partial(
-      train_step, iteration_weights=weights, dice_weight=config.loss.dice_weight,
-      ce_weight=config.loss.ce_weight, augment_config=config.augment,
-      microbatches=config.train.microbatches,
-      augment_key=jax.random.fold_in(init_key(config.train.seed), 1)), donate_argnums=0)
-  logits_fn = inference.make_logits_fn(model, mesh, tuple(config.eval.mirror_axes))
+  step_fn = make_train_step(config)
+  predictor = inference.SlidingWindowPredictor.from_config(model, config.eval,
+                                                           config.data.image_size, mesh)
   batches = train_iterator(
-      train_batches(train_data, config, jax.process_index(), jax.process_count()),
+      make_train_batches(config, train_data, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
   schedule = learning_rate_schedule(config.train)
   logger = MetricLogger(workdir) if primary else None
@@ -206,8 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         window_start, window_steps = time.perf_counter(), 0
 
       if validate:
-        _, summary = evaluation.evaluate(logits_fn, state.params, val_data, config.eval,
-                                         config.data.image_size, mesh, with_hd95=False)
+        _, summary = evaluation.evaluate(predictor, state.params, val_data, with_hd95=False)
         progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
         if logger:
           logger.write(completed, 'val', _val_scalars(summary))

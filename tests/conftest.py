@@ -13,24 +13,7 @@ apply_default_flags()  # test the numerics that train.py runs with
 jax.config.update('jax_default_prng_impl', 'rbg')
 
 from configs import lstm_unet, unet  # noqa: E402  (after the XLA flags)
-
-
-def tiny(config, num_iterations=2):
-  """Shrinks a config: 32x32 images, two levels, a handful of cases and steps."""
-  config.data.image_size = (32, 32)
-  config.data.num_train_cases = 4
-  config.data.num_val_cases = 3
-  config.model.features = (8, 16)
-  if 'num_iterations' in config.model:
-    config.model.num_iterations = num_iterations
-  config.train.num_steps = 4
-  config.train.batch_size = 2
-  config.train.warmup_steps = 1
-  config.train.log_every_steps = 2
-  config.eval.every_steps = 2
-  config.eval.batch_size = 2
-  config.checkpoint.every_steps = 2
-  return config
+from helpers import tiny  # noqa: E402
 
 
 @pytest.fixture

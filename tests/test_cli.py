@@ -6,23 +6,7 @@ import sys
 
 import pytest
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-  result = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-  return result.returncode, result.stdout, result.stderr
-
-
-def assert_one_line_error(code, stderr, *words):
-  assert code != 0
-  lines = [l for l in stderr.strip().splitlines() if l.strip()]
-  assert len(lines) == 1, stderr
-  assert 'Traceback' not in stderr
-  for word in words:
-    assert word in lines[0], lines[0]
+from helpers import ROOT, assert_one_line_error, run
 
 
 @pytest.mark.parametrize('override, word', [

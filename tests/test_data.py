@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxseg.data import load_splits, train_batches, train_iterator
+from helpers import batches_of
+from jaxseg.data import load_splits, train_iterator
 from jaxseg.data.synthetic import LABELS, synthetic_case, synthetic_split
 
 
@@ -43,8 +44,8 @@ def test_train_batches_are_a_function_of_the_step(tiny_lstm_config):
   config = tiny_lstm_config
   config.train.batch_size = 3
   data = load_splits(config.data, ('train',))['train']
-  stream = train_batches(data, config)
-  np.testing.assert_array_equal(stream[5]['image'], train_batches(data, config)[5]['image'])
+  stream = batches_of(data, config)
+  np.testing.assert_array_equal(stream[5]['image'], batches_of(data, config)[5]['image'])
   assert stream[5]['target'].shape == (3, 32, 32, 3) and stream[5]['target'].dtype == np.uint8
   # Every case appears once in the first epoch.
   first_epoch = np.concatenate([stream[i]['image'] for i in range(4)])[:len(data)]
@@ -55,18 +56,18 @@ def test_each_process_reads_its_own_part_of_the_global_batch(tiny_lstm_config):
   config = tiny_lstm_config
   config.train.batch_size = 4
   data = load_splits(config.data, ('train',))['train']
-  whole = train_batches(data, config)
-  parts = [train_batches(data, config, process_index=p, process_count=2) for p in range(2)]
+  whole = batches_of(data, config)
+  parts = [batches_of(data, config, process_index=p, process_count=2) for p in range(2)]
   for step in (0, 3):
     joined = np.concatenate([part[step]['image'] for part in parts])
     np.testing.assert_array_equal(joined, whole[step]['image'])
   with pytest.raises(ValueError, match='train.batch_size=4 does not divide over 3'):
-    train_batches(data, config, process_index=0, process_count=3)
+    batches_of(data, config, process_index=0, process_count=3)
 
 
 def test_iterator_state_resumes_the_stream(tiny_lstm_config):
   data = load_splits(tiny_lstm_config.data, ('train',))['train']
-  batches = train_batches(data, tiny_lstm_config)
+  batches = batches_of(data, tiny_lstm_config)
   iterator = train_iterator(batches, num_workers=0, prefetch=2)
   for _ in range(3):
     next(iterator)

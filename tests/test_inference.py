@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxseg import parallel
-from jaxseg.inference import gaussian_importance, predict_cases, window_starts
+from jaxseg.inference import SlidingWindowPredictor, gaussian_importance, window_starts
 
 
 def test_window_starts_cover_with_overlap():
@@ -40,7 +40,8 @@ def test_sliding_window_reassembles_the_whole_case(shapes, image_size):
   rng = np.random.default_rng(0)
   volumes = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
   mesh = parallel.make_mesh()
-  results = list(predict_cases(_echo, 1.0, volumes, image_size, batch_size=3, mesh=mesh))
+  predictor = SlidingWindowPredictor(_echo, image_size, mesh, batch_size=3)
+  results = list(predictor.predict(1.0, volumes))
   assert [index for index, _ in results] == list(range(len(volumes)))
   for (_, logits), volume in zip(results, volumes):
     assert logits.shape == (2, *volume.shape[:-1], 1)
@@ -50,19 +51,19 @@ def test_sliding_window_reassembles_the_whole_case(shapes, image_size):
 
 def test_bad_overlap_is_refused():
   with pytest.raises(ValueError, match='eval.overlap'):
-    list(predict_cases(_echo, 1.0, [np.zeros((8, 8, 1))], (8, 8), 1, parallel.make_mesh(), 1.0))
+    SlidingWindowPredictor(_echo, (8, 8), parallel.make_mesh(), batch_size=1, overlap=1.0)
 
 
 def test_one_window_equals_the_plain_forward_pass(tiny_lstm_config):
   from jaxseg.data import load_splits
-  from jaxseg.inference import make_logits_fn
   from jaxseg.train_state import setup_model
   data = load_splits(tiny_lstm_config.data, ('val',))['val']
   model, init_state, _ = setup_model(tiny_lstm_config, data)
   params = init_state().params
   mesh = parallel.make_mesh()
   images = [np.asarray(data.images[i]) for i in range(3)]  # each exactly one 32x32 window
-  windowed = dict(predict_cases(make_logits_fn(model, mesh), params, images, (32, 32), 2, mesh))
+  predictor = SlidingWindowPredictor.from_config(model, tiny_lstm_config.eval, (32, 32), mesh)
+  windowed = dict(predictor.predict(params, images))
   plain = np.asarray(model.apply({'params': params}, np.stack(images))[0])
   for i in range(3):
     np.testing.assert_array_equal(windowed[i], plain[:, i])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.models import ConvLSTMCell, LSTMUNet, UNet, UNetBody
+from jaxseg.models import ConvLSTMCell, LSTMUNet, UNet, UNetBody, UNetSettings
 from jaxseg.models import resolve_conv3d
 from jaxseg.models.layers import Conv, Norm, Upsample, depth_folded_conv, downsample
 from jaxseg.models.lstm_unet import RefinementStep
@@ -19,13 +19,13 @@ def num_params(variables):
 @pytest.mark.parametrize('spatial', [(16, 16), (8, 8, 8)])
 def test_output_shapes_2d_and_3d(spatial):
   x = jnp.ones((2, *spatial, 4))
-  unet = UNet(features=(4, 8, 16), num_outputs=3, deep_supervision=True)
+  unet = UNet(UNetSettings(features=(4, 8, 16), num_outputs=3, deep_supervision=True))
   logits, aux = jax.jit(unet.apply)(jax.jit(unet.init)(jax.random.key(0), x), x)
   assert logits.shape == (1, 2, *spatial, 3)
   assert [a.shape for a in aux] == [(1, 2, *(s // 2 for s in spatial), 3)]
 
-  lstm = LSTMUNet(features=(4, 8, 16), num_outputs=3, num_iterations=3,
-                  lstm_at=('encoder0', 'bottleneck', 'decoder1'), deep_supervision=True)
+  lstm = LSTMUNet(UNetSettings(features=(4, 8, 16), num_outputs=3, deep_supervision=True),
+                  num_iterations=3, lstm_at=('encoder0', 'bottleneck', 'decoder1'))
   variables = jax.jit(lstm.init)(jax.random.key(0), x)
   logits, aux = jax.jit(lstm.apply)(variables, x)
   assert logits.shape == (3, 2, *spatial, 3)
@@ -38,18 +38,18 @@ def test_output_shapes_2d_and_3d(spatial):
 def test_input_not_divisible_is_a_clear_error():
   x = jnp.ones((1, 14, 14, 4))
   with pytest.raises(ValueError, match='divisible by 4'):
-    UNet(features=(4, 8, 16)).init(jax.random.key(0), x)
+    UNet(UNetSettings(features=(4, 8, 16))).init(jax.random.key(0), x)
 
 
 def test_unknown_lstm_location_is_a_clear_error():
   x = jnp.ones((1, 8, 8, 4))
   with pytest.raises(ValueError, match="model.lstm_at: unknown location 'decoder5'"):
-    LSTMUNet(features=(4, 8), lstm_at=('decoder5',)).init(jax.random.key(0), x)
+    LSTMUNet(UNetSettings(features=(4, 8)), lstm_at=('decoder5',)).init(jax.random.key(0), x)
 
 
 def test_parameter_count_does_not_depend_on_iterations():
   x = jnp.ones((1, 16, 16, 4))
-  counts = {t: num_params(LSTMUNet(features=(4, 8), num_iterations=t,
+  counts = {t: num_params(LSTMUNet(UNetSettings(features=(4, 8)), num_iterations=t,
                                    lstm_at=('encoder0', 'bottleneck')).init(jax.random.key(0), x))
             for t in (1, 4)}
   assert counts[1] == counts[4]
@@ -57,13 +57,13 @@ def test_parameter_count_does_not_depend_on_iterations():
 
 def _manual_unroll(model, params_per_iteration, x):
   """The refinement loop written out by hand: T calls of one step module."""
-  body = UNetBody(model.features, model.num_outputs, lstm_at=model.lstm_at, parent=None)
+  body = UNetBody(model.settings, model.lstm_at, parent=None)
   step = RefinementStep(body)
   batch, *spatial, _ = x.shape
   carry = {loc: (jnp.zeros((batch, *(s // 2**(0 if loc == 'encoder0' else 1) for s in spatial),
-                            model.features[0 if loc == 'encoder0' else 1])),) * 2
+                            model.settings.features[0 if loc == 'encoder0' else 1])),) * 2
            for loc in model.lstm_at}
-  state = (carry, jnp.zeros((batch, *spatial, model.num_outputs)))
+  state = (carry, jnp.zeros((batch, *spatial, model.settings.num_outputs)))
   outputs = []
   for params in params_per_iteration:
     state, (logits, _) = step.apply({'params': params['refine']}, state, x)
@@ -73,7 +73,7 @@ def _manual_unroll(model, params_per_iteration, x):
 
 def test_scan_equals_t_applications_of_one_shared_step():
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
-  model = LSTMUNet(features=(4, 8), num_outputs=2, num_iterations=3,
+  model = LSTMUNet(UNetSettings(features=(4, 8), num_outputs=2), num_iterations=3,
                    lstm_at=('encoder0', 'bottleneck'))
   params = jax.jit(model.init)(jax.random.key(0), x)['params']
   logits, _ = jax.jit(model.apply)({'params': params}, x)
@@ -87,7 +87,7 @@ def test_gradients_reach_the_parameters_through_every_iteration():
   """The final prediction's gradient is the sum of the paths through each iteration,
   and each of them is non-zero."""
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
-  model = LSTMUNet(features=(4, 8), num_outputs=2, num_iterations=3,
+  model = LSTMUNet(UNetSettings(features=(4, 8), num_outputs=2), num_iterations=3,
                    lstm_at=('encoder0', 'bottleneck'))
   params = model.init(jax.random.key(0), x)['params']
   def final_loss(p):
@@ -181,7 +181,7 @@ def test_3d_unet_and_convlstm_are_the_same_function_with_either_conv3d():
   equal logits and parameter gradients with native and depth-folded convolutions, and
   so does a 3D ConvLSTM cell."""
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4, 2))
-  models = [UNet(features=(4, 8), conv3d=method) for method in ('native', 'depth_folded')]
+  models = [UNet(UNetSettings(features=(4, 8), conv3d=method)) for method in ('native', 'depth_folded')]
   params = models[0].init(jax.random.key(1), x)['params']
 
   def loss(params, model):
@@ -221,8 +221,8 @@ def test_remat_levels_keeps_parameters_and_gradients():
   """Recomputing every level's conv block and ConvLSTM cell changes memory, never the
   parameter tree (checkpoints stay compatible) or the gradients."""
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  plain, remat = (LSTMUNet(features=(4, 8), num_iterations=2, lstm_at=('encoder0',),
-                           remat_levels=flag) for flag in (False, True))
+  plain, remat = (LSTMUNet(UNetSettings(features=(4, 8), remat_levels=flag), num_iterations=2,
+                           lstm_at=('encoder0',)) for flag in (False, True))
   params = plain.init(jax.random.key(1), x)['params']
 
   def shapes(params):
@@ -244,7 +244,7 @@ def test_remat_lowers_the_compiled_steps_memory():
   x = jnp.ones((2, 32, 32, 3))
 
   def temporaries(remat):
-    model = LSTMUNet(features=(8, 16), num_iterations=4, lstm_at=('encoder0',), remat=remat,
+    model = LSTMUNet(UNetSettings(features=(8, 16)), num_iterations=4, lstm_at=('encoder0',), remat=remat,
                      unroll=False)
     params = jax.eval_shape(lambda: model.init(jax.random.key(1), x)['params'])
     loss = lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0]))  # noqa: E731

@@ -5,21 +5,16 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
 
-from jaxseg import checkpointing, parallel
-from jaxseg.data import load_splits
-from jaxseg.train_state import restore_train_state, setup_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, final_state, flat_params
 
 _TRAIN = '''
 import sys
 from jaxseg.xla_flags import apply_default_flags
 apply_default_flags()
 import jax
-from conftest import tiny
+from helpers import tiny
 from configs import unet
 from jaxseg.training import train_and_evaluate
 assert jax.device_count() == int(sys.argv[2]), jax.devices()
@@ -36,12 +31,8 @@ def _train(workdir, num_devices):
 
 
 def _final_params(workdir, config):
-  checkpointer = checkpointing.Checkpointer(str(workdir), create=False)
-  _, _, abstract_state = setup_model(config, load_splits(config.data)['train'])
-  mesh = parallel.make_mesh()
-  state, summary = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
-                                       parallel.replicated(mesh))
-  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]), summary
+  state, summary = final_state(workdir, config)
+  return flat_params(state), summary
 
 
 _TRAIN_PROCESS = '''
@@ -51,7 +42,7 @@ apply_default_flags()
 import jax
 from jaxseg import parallel
 parallel.initialize_distributed(sys.argv[2], 2, int(sys.argv[3]))
-from conftest import tiny
+from helpers import tiny
 from configs import unet
 from jaxseg.training import train_and_evaluate
 assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 2, 1)

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from helpers import ROOT, assert_one_line_error, run
 from jaxseg.metrics import overlap_metrics
 from nifti_fixtures import make_dataset, snapshot
-from test_cli import ROOT, assert_one_line_error, run
 
 SEED_2D = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'seed_2d')
 TINY = ['--config.model.features=(4, 8)', '--config.train.num_steps=2',

@@ -11,10 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import checkpointing, evaluation, parallel, training
-from jaxseg.data import load_splits
-from jaxseg.train_state import restore_train_state, setup_model
-from test_cli import ROOT, assert_one_line_error, run
+from helpers import ROOT, assert_one_line_error, final_state, run
+from jaxseg import checkpointing, eval_workdir, training, workdir as files
 
 # A tiny LSTM-U-Net run with a checkpoint every 4 steps.
 OVERRIDES = ['--config.data.image_size=(32, 32)', '--config.data.num_train_cases=4',
@@ -24,14 +22,6 @@ OVERRIDES = ['--config.data.image_size=(32, 32)', '--config.data.num_train_cases
              '--config.eval.every_steps=4', '--config.checkpoint.every_steps=4',
              '--config.train.log_every_steps=4', '--config.train.num_steps=40']
 TRAIN = ['train.py', '--config=configs/lstm_unet.py', *OVERRIDES]
-
-
-def _final_state(workdir, config):
-  checkpointer = checkpointing.Checkpointer(str(workdir), create=False)
-  _, _, abstract_state = setup_model(config, load_splits(config.data, ('train',))['train'])
-  state, summary = restore_train_state(checkpointer, checkpointer.latest_step(), abstract_state,
-                                       parallel.replicated(parallel.make_mesh()))
-  return state, summary
 
 
 def _wait_for(predicate, process, timeout=300):
@@ -59,9 +49,9 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path):
   assert code == 0, err
   assert f'Resuming from step {resumed_from}' in out
 
-  config = checkpointing.read_config(str(workdir))
-  whole, whole_summary = _final_state(tmp_path / 'whole', config)
-  killed, killed_summary = _final_state(workdir, config)
+  config = files.read_config(str(workdir))
+  whole, whole_summary = final_state(tmp_path / 'whole', config)
+  killed, killed_summary = final_state(workdir, config)
   assert int(killed.step) == int(whole.step) == 40
   for a, b in zip(jax.tree.leaves((whole.params, whole.opt_state)),
                   jax.tree.leaves((killed.params, killed.opt_state))):
@@ -73,7 +63,7 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path):
 # that checkpoint is being saved; the flag file says when the save is under way.
 _SLOW_SAVE = '''
 import asyncio, runpy, sys
-from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint.path import atomicity
 flag = sys.argv[1]
 original = atomicity.AtomicRenameTemporaryPath.finalize
 async def slow_finalize(self, *args, **kwargs):
@@ -127,7 +117,7 @@ def test_nan_stops_the_run_naming_the_step_and_keeps_the_good_checkpoint(
     training.train_and_evaluate(config, str(tmp_path))
   checkpointer = checkpointing.Checkpointer(str(tmp_path), create=False)
   assert checkpointer.latest_step() == 4
-  state, _ = _final_state(tmp_path, config)
+  state, _ = final_state(tmp_path, config)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
@@ -139,7 +129,7 @@ def test_nan_update_is_skipped_when_configured(tmp_path, monkeypatch, tiny_lstm_
   training.train_and_evaluate(config, str(tmp_path))
   captured = capsys.readouterr()
   assert 'non-finite loss or gradient at step(s) [3]: update(s) skipped' in captured.out
-  state, _ = _final_state(tmp_path, config)
+  state, _ = final_state(tmp_path, config)
   assert int(state.step) == 6
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
@@ -152,10 +142,10 @@ def test_unwritable_workdir_is_one_line_before_compiling(tmp_path):
 
 
 def test_full_disk_is_refused_before_compiling(tmp_path, monkeypatch, tiny_lstm_config):
-  real = checkpointing.shutil.disk_usage
-  monkeypatch.setattr(checkpointing.shutil, 'disk_usage',
+  real = files.shutil.disk_usage
+  monkeypatch.setattr(files.shutil, 'disk_usage',
                       lambda path: real(path)._replace(free=10 * 2**20))
-  with pytest.raises(checkpointing.CheckpointError, match=r'10 MiB free on its disk, but '
+  with pytest.raises(files.WorkdirError, match=r'10 MiB free on its disk, but '
                      r'checkpoints need about \d+ MiB'):
     training.train_and_evaluate(tiny_lstm_config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints' / '2').exists()
@@ -166,7 +156,7 @@ def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path, tiny_lstm
   for name in ('a', 'b'):
     workdir = str(tmp_path / name)
     training.train_and_evaluate(tiny_lstm_config, workdir)
-    evaluation.evaluate_workdir(workdir, num_figures=0)
+    eval_workdir.evaluate_workdir(workdir, num_figures=0)
     with open(os.path.join(workdir, 'metrics.json'), 'rb') as f:
       files.append(f.read())
     with open(os.path.join(workdir, 'per_case_metrics.csv'), 'rb') as f:
@@ -182,7 +172,7 @@ def test_sigterm_during_a_validation_still_saves_before_stopping(
   config.train.num_steps = 50
   config.checkpoint.every_steps = 100
   config.eval.every_steps = 2
-  original = evaluation.evaluate
+  original = training.evaluation.evaluate
 
   def evaluate_then_sigterm(*args, **kwargs):
     result = original(*args, **kwargs)

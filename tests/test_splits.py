@@ -3,6 +3,7 @@
 import ml_collections
 import pytest
 
+from jaxseg import workdir
 from jaxseg.data import splits
 
 IDS = [f'case{i:02d}' for i in range(10)]
@@ -15,15 +16,15 @@ def _config(**overrides):
 
 
 def test_fraction_split_is_deterministic_disjoint_and_order_free():
-  split = splits.split_case_ids(IDS, _config())
+  split = splits.compute_split(IDS, _config())
   assert (len(split['train']), len(split['val'])) == (7, 3)
   assert not set(split['train']) & set(split['val'])
-  assert splits.split_case_ids(list(reversed(IDS)), _config()) == split
-  assert splits.split_case_ids(IDS, _config(seed=1)) != split
+  assert splits.compute_split(list(reversed(IDS)), _config()) == split
+  assert splits.compute_split(IDS, _config(seed=1)) != split
 
 
 def test_k_folds_partition_the_cases():
-  folds = [splits.split_case_ids(IDS, _config(num_folds=3, fold=f)) for f in range(3)]
+  folds = [splits.compute_split(IDS, _config(num_folds=3, fold=f)) for f in range(3)]
   validated = [case for split in folds for case in split['val']]
   assert sorted(validated) == IDS  # each case validated in exactly one fold
   assert sorted(len(split['val']) for split in folds) == [3, 3, 4]
@@ -38,13 +39,13 @@ def test_k_folds_partition_the_cases():
 ])
 def test_bad_split_settings(overrides, message):
   with pytest.raises(ValueError, match=message):
-    splits.split_case_ids(IDS, _config(**overrides))
+    splits.compute_split(IDS, _config(**overrides))
 
 
 def test_record_refuses_a_different_split(tmp_path):
-  split = splits.split_case_ids(IDS, _config())
-  splits.record(str(tmp_path), split)
-  splits.record(str(tmp_path), split)  # the same split again: fine
-  assert splits.read(str(tmp_path)) == split
+  split = splits.compute_split(IDS, _config())
+  workdir.record_splits(str(tmp_path), split)
+  workdir.record_splits(str(tmp_path), split)  # the same split again: fine
+  assert workdir.read_splits(str(tmp_path)) == split
   with pytest.raises(ValueError, match='(train|val) cases differ'):
-    splits.record(str(tmp_path), splits.split_case_ids(IDS, _config(num_folds=5, fold=1)))
+    workdir.record_splits(str(tmp_path), splits.compute_split(IDS, _config(num_folds=5, fold=1)))

@@ -1,4 +1,3 @@
-import functools
 import json
 import os
 
@@ -6,11 +5,13 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import checkpointing, evaluation, losses, parallel
-from jaxseg.data import load_splits, train_batches
-from jaxseg.inference import make_logits_fn
+from helpers import batches_of, tiny
+from jaxseg import checkpointing, eval_workdir, evaluation, parallel, workdir as files
+from jaxseg.data import load_splits
+from jaxseg.inference import SlidingWindowPredictor
 from jaxseg.train_state import setup_model
-from jaxseg.training import train_and_evaluate, train_step
+from jaxseg.train_step import make_train_step
+from jaxseg.training import train_and_evaluate
 
 
 def test_tiny_model_overfits_two_images(tiny_unet_config):
@@ -22,21 +23,19 @@ def test_tiny_model_overfits_two_images(tiny_unet_config):
   data = load_splits(config.data, ('train',))['train']
   model, init_state, _ = setup_model(config, data)
   state = init_state()
-  step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(1),
-                                   dice_weight=1.0, ce_weight=1.0))
-  batch = train_batches(data, config)[0]
+  step = make_train_step(config)
+  batch = batches_of(data, config)[0]
   for _ in range(config.train.num_steps):
     state, _ = step(state, batch)
-  mesh = parallel.make_mesh()
-  _, summary = evaluation.evaluate(make_logits_fn(model, mesh), state.params, data, config.eval,
-                                   config.data.image_size, mesh, with_hd95=False)
+  predictor = SlidingWindowPredictor.from_config(model, config.eval, config.data.image_size,
+                                                 parallel.make_mesh())
+  _, summary = evaluation.evaluate(predictor, state.params, data, with_hd95=False)
   assert summary['dice'] >= 0.9, summary['per_region']
 
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   """A tiny LSTM-U-Net run: 4 steps, checkpoints at steps 2 and 4."""
-  from conftest import tiny
   from configs import lstm_unet
   workdir = str(tmp_path_factory.mktemp('run'))
   config = tiny(lstm_unet.get_config(None))
@@ -49,7 +48,7 @@ def test_train_writes_checkpoints_logs_and_config(trained_workdir):
   checkpointer = checkpointing.Checkpointer(workdir, create=False)
   assert checkpointer.latest_step() == 4
   assert checkpointer.best_step() in (2, 4)
-  assert json.loads(checkpointing.read_config(workdir).to_json()) == json.loads(config.to_json())
+  assert json.loads(files.read_config(workdir).to_json()) == json.loads(config.to_json())
   assert len(summary['per_iteration']) == 2
   with open(os.path.join(workdir, 'metrics.csv')) as f:
     header, *rows = [line.strip().split(',') for line in f]
@@ -60,7 +59,8 @@ def test_train_writes_checkpoints_logs_and_config(trained_workdir):
 
 def test_eval_reproduces_the_training_dice(trained_workdir, tmp_path):
   workdir, config, train_summary = trained_workdir
-  summary = evaluation.evaluate_workdir(workdir, 'best', 'val', str(tmp_path))
+  summary = eval_workdir.evaluate_workdir(workdir, checkpoint='best', split='val',
+                                          output_dir=str(tmp_path))
   assert summary['dice'] == train_summary['dice']
   assert [e['dice'] for e in summary['per_iteration']] == [
       e['dice'] for e in train_summary['per_iteration']]
@@ -87,7 +87,7 @@ def test_restart_resumes_from_the_latest_checkpoint(trained_workdir, capsys):
 def test_restart_with_another_model_is_refused(trained_workdir, tiny_unet_config):
   workdir, _, _ = trained_workdir
   before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-  with pytest.raises(checkpointing.CheckpointError, match='different model'):
+  with pytest.raises(files.WorkdirError, match='different model'):
     train_and_evaluate(tiny_unet_config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
 
@@ -101,12 +101,12 @@ def test_config_of_an_older_run_gets_new_keys_from_the_defaults(tmp_path, tiny_l
   saved = json.loads(tiny_lstm_config.to_json())
   del saved['eval']['mirror_axes']  # a run saved before this key existed
   saved['train']['num_steps'] = 123
-  (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+  (tmp_path / files.CONFIG_FILE).write_text(json.dumps(saved))
   from configs import lstm_unet
-  config = checkpointing.read_config(str(tmp_path), lstm_unet.get_config(None))
+  config = files.read_config(str(tmp_path), lstm_unet.get_config(None))
   assert tuple(config.eval.mirror_axes) == ()
   assert config.train.num_steps == 123 and tuple(config.model.features) == (8, 16)
-  assert checkpointing.saved_model_name(str(tmp_path)) == 'lstm_unet'
+  assert files.saved_model_name(str(tmp_path)) == 'lstm_unet'
 
 
 def test_microbatches_accumulate_the_same_gradient(tiny_unet_config):
@@ -115,13 +115,13 @@ def test_microbatches_accumulate_the_same_gradient(tiny_unet_config):
   config = tiny_unet_config
   config.train.batch_size = 4
   data = load_splits(config.data, ('train',))['train']
+  config.loss.dice_weight = 0.0
   _, init_state, _ = setup_model(config, data)
-  batch = train_batches(data, config)[0]
+  batch = batches_of(data, config)[0]
   states = []
   for k in (1, 2):
-    step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(1),
-                                     dice_weight=0.0, ce_weight=1.0, microbatches=k))
-    states.append(step(init_state(), batch))
+    config.train.microbatches = k
+    states.append(make_train_step(config)(init_state(), batch))
   (one, metrics_one), (two, metrics_two) = states
   assert float(metrics_one['loss']) == pytest.approx(float(metrics_two['loss']), rel=1e-5)
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
@@ -133,15 +133,21 @@ def test_microbatches_accumulate_the_same_gradient(tiny_unet_config):
 
 
 def test_train_step_compiles_once(tiny_lstm_config):
-  """Steps after the first reuse the compiled program: no shape or type drift."""
+  """Steps after the first reuse the compiled program: no shape or type drift. The
+  model is traced once per compilation, so its calls while tracing count them."""
   config = tiny_lstm_config
   data = load_splits(config.data, ('train',))['train']
-  _, init_state, _ = setup_model(config, data)
+  model, init_state, _ = setup_model(config, data)
+  traces = []
+
+  def counted_apply(*args, **kwargs):
+    traces.append(1)
+    return model.apply(*args, **kwargs)
   mesh = parallel.make_mesh()
-  state = jax.device_put(init_state(), parallel.replicated(mesh))
-  step = jax.jit(functools.partial(train_step, iteration_weights=losses.iteration_weights(2),
-                                   dice_weight=1.0, ce_weight=1.0), donate_argnums=0)
-  batches = train_batches(data, config)
+  state = jax.device_put(init_state(), parallel.replicated(mesh)).replace(apply_fn=counted_apply)
+  step = make_train_step(config)
+  batches = batches_of(data, config)
   for s in range(4):
     state, _ = step(state, parallel.shard_batch(batches[s], mesh))
-  assert step._cache_size() == 1
+  assert int(state.step) == 4
+  assert len(traces) == 1

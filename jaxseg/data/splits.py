@@ -1,23 +1,18 @@
-"""Deterministic train/validation splits by case, and the record of them in the workdir.
+"""Deterministic train/validation splits by case.
 
 Cases are ordered by id and permuted with `data.seed`; then either the first
 `data.val_fraction` of them validate, or, with `data.num_folds` = k > 0, fold
 `data.fold` of k near-equal folds does (as nnU-Net's 5-fold cross-validation). A case
-is never in both. The split of a run is written to `<workdir>/splits.json`; a restart
-whose data would split differently is an error, and eval.py scores the recorded split.
+is never in both. The split of a run is recorded in `<workdir>/splits.json`
+(workdir.py); a restart follows the recorded split, and eval.py scores it.
 """
-
-import json
-import os
 
 import ml_collections
 import numpy as np
 
-SPLITS_FILE = 'splits.json'
 
-
-def split_case_ids(case_ids, data_config: ml_collections.ConfigDict) -> dict[str, list[str]]:
-  """{'train': [...], 'val': [...]} of the (labelled) case ids."""
+def compute_split(case_ids, data_config: ml_collections.ConfigDict) -> dict[str, list[str]]:
+  """{'train': [...], 'val': [...]}: a new split of the (labelled) case ids."""
   case_ids = sorted(case_ids)
   order = np.random.default_rng(data_config.seed).permutation(len(case_ids))
   num_folds, fold = data_config.num_folds, data_config.fold
@@ -42,22 +37,13 @@ def split_case_ids(case_ids, data_config: ml_collections.ConfigDict) -> dict[str
           'val': [c for c in case_ids if c in val_ids]}
 
 
-def record(workdir: str, splits: dict[str, list[str]]) -> None:
-  """Writes splits.json, or checks that it agrees with the one already there."""
-  path = os.path.join(workdir, SPLITS_FILE)
-  saved = read(workdir)
-  if saved is not None and saved != splits:
-    changed = next(name for name in splits if saved.get(name) != splits[name])
-    raise ValueError(f'{path}: the {changed} cases differ from those this run started with '
-                     '(did data.root, data.seed or the fold change?); use a new --workdir')
-  if saved is None:
-    with open(path, 'w') as f:
-      json.dump(splits, f, indent=1)
-
-
-def read(workdir: str) -> dict[str, list[str]] | None:
-  path = os.path.join(workdir, SPLITS_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+def choose_split(case_ids, data_config: ml_collections.ConfigDict,
+                 recorded: dict | None) -> dict[str, list[str]]:
+  """The split a run follows: `recorded` (a workdir's splits.json) when there is one,
+  checked against the cases present; otherwise a new one (`compute_split`)."""
+  if recorded is None:
+    return compute_split(case_ids, data_config)
+  unknown = sorted(set(recorded['train'] + recorded['val']) - set(case_ids))
+  if unknown:
+    raise ValueError(f'data.root: case {unknown[0]} of the recorded split is missing')
+  return recorded

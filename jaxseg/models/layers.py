@@ -81,6 +81,15 @@ def check_conv3d(method: str) -> None:
                      f'{("auto",) + CONV3D_METHODS}')
 
 
+def resolve_conv3d(method: str, backend: str | None = None) -> str:
+  """model.conv3d 'auto' -> 'depth_folded' on CPU (XLA:CPU's 3D convolutions are slow,
+  BENCHMARKS.md), 'native' on GPU and TPU, whose libraries have fast 3D kernels."""
+  if method == 'auto':
+    return 'depth_folded' if (backend or jax.default_backend()) == 'cpu' else 'native'
+  check_conv3d(method)
+  return method
+
+
 def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """'SAME' convolution, stride 1, of channels-last x with a (*k, C_in, C_out) kernel."""
   ndim = x.ndim - 2

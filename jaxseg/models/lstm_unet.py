@@ -7,16 +7,15 @@ the parameter count does not depend on T and gradients flow back through all
 iterations, through both the LSTM states and the fed-back prediction.
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxseg.models.convlstm import Carry, ConvLSTMCell
-from jaxseg.models.unet import Outputs, UNetBody, check_lstm_locations, location_level
-
-Dtype = Any
+from jaxseg.models.unet import (Outputs, UNetBody, UNetSettings, check_lstm_locations,
+                                location_level)
 
 
 class RefinementStep(nn.Module):
@@ -32,39 +31,37 @@ class RefinementStep(nn.Module):
 
 
 class LSTMUNet(nn.Module):
-  """Returns (logits, aux): logits (T, B, *spatial, num_outputs), one per iteration."""
-  features: Sequence[int] = (16, 32, 64, 128)
-  num_outputs: int = 3
+  """Returns (logits, aux): logits (T, B, *spatial, num_outputs), one per iteration.
+
+  `settings` are those of the U-Net body; the other fields (`config.model` keys of the
+  same names) are the loop's.
+  """
+  settings: UNetSettings = UNetSettings()
   num_iterations: int = 3
   lstm_at: Sequence[str] = ('bottleneck',)
-  norm: str = 'group'
-  activation: str = 'relu'
-  upsampling: str = 'transpose'
-  deep_supervision: bool = False
   remat: bool = False
   unroll: bool = True  # False: a rolled loop, faster to compile, much slower on XLA:CPU
-  conv3d: str = 'native'
-  remat_levels: bool = False
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+
+  def __post_init__(self):
+    # At construction: build_model refuses bad values before any file is written.
+    if self.num_iterations < 1:
+      raise ValueError(f'model.num_iterations must be at least 1, got {self.num_iterations}')
+    check_lstm_locations(self.lstm_at, len(self.settings.features))
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Outputs:
-    if self.num_iterations < 1:
-      raise ValueError(f'model.num_iterations must be at least 1, got {self.num_iterations}')
-    num_levels = len(self.features)
-    check_lstm_locations(self.lstm_at, num_levels)
+    features, num_outputs = self.settings.features, self.settings.num_outputs
+    num_levels = len(features)
     batch, *spatial, _ = x.shape
     lstm_carry = {}
     for location in self.lstm_at:
       level = location_level(location, num_levels)
       shape = (batch, *(s // 2**level for s in spatial))
-      lstm_carry[location] = ConvLSTMCell.initialize_carry(shape, self.features[level])
-    previous_probs = jnp.zeros((batch, *spatial, self.num_outputs), jnp.float32)
+      lstm_carry[location] = ConvLSTMCell.initialize_carry(shape, features[level])
+    previous_probs = jnp.zeros((batch, *spatial, num_outputs), jnp.float32)
 
-    body = UNetBody(self.features, self.num_outputs, self.norm, self.activation,
-                    self.upsampling, self.deep_supervision, tuple(self.lstm_at),
-                    self.conv3d, self.remat_levels, self.dtype, self.param_dtype, parent=None)
+    body = UNetBody(self.settings, tuple(self.lstm_at), parent=None)
     # remat: recompute each iteration's activations in the backward pass, so the
     # activation memory of training no longer grows with T.
     step = nn.remat(RefinementStep) if self.remat else RefinementStep

@@ -1,6 +1,8 @@
 """U-Net for 2D and 3D inputs, with optional ConvLSTM cells at any level.
 
-`UNetBody` is one encoder-decoder pass. It carries the states of the ConvLSTM cells
+`UNetSettings` holds what every U-Net pass is built from (widths, normalisation,
+dtypes, ...), read from `config.model` by key name; the U-Net and the LSTM-U-Net both
+take one. `UNetBody` is one encoder-decoder pass. It carries the states of the ConvLSTM cells
 placed in it (none for a plain U-Net), so the LSTM-U-Net reuses it unchanged as the
 body of its refinement loop.
 
@@ -9,16 +11,17 @@ bottleneck. ConvLSTM locations are named 'encoder{i}', 'bottleneck', 'decoder{i}
 with i in 0 .. len(features) - 2; a cell sits after that level's conv block.
 """
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from jaxseg.models import layers
 from jaxseg.models.convlstm import Carry, ConvLSTMCell
 from jaxseg.models.layers import ConvBlock, Upsample, downsample
-
-Dtype = Any
 Outputs = tuple[jax.Array, tuple[jax.Array, ...]]  # (logits, deep-supervision logits)
 
 
@@ -32,10 +35,12 @@ def location_level(location: str, num_levels: int) -> int:
   return num_levels - 1 if location == 'bottleneck' else int(location[len('encoder'):])
 
 
-def check_input_shape(spatial: Sequence[int], num_levels: int) -> None:
+def check_input_shape(spatial: Sequence[int], num_levels: int,
+                      what: str = 'input spatial shape') -> None:
+  """Each size must halve num_levels - 1 times; `what` names the sizes in the message."""
   factor = 2**(num_levels - 1)
   if any(s % factor for s in spatial):
-    raise ValueError(f'input spatial shape {tuple(spatial)} must be divisible by {factor} '
+    raise ValueError(f'{what} {tuple(spatial)} must be divisible by {factor} '
                      f'(2^(number of levels - 1)) for a U-Net with {num_levels} levels')
 
 
@@ -46,67 +51,113 @@ def check_lstm_locations(lstm_at: Sequence[str], num_levels: int) -> None:
       raise ValueError(f'model.lstm_at: unknown location {location!r}; valid ones are {valid}')
 
 
-class UNetBody(nn.Module):
-  """One U-Net pass: `(new_lstm_carry, (logits, aux_logits)) = body(lstm_carry, x)`.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
-  `lstm_carry` maps each location in `lstm_at` to its ConvLSTM (c, h) state.
-  `aux_logits` holds the deep-supervision heads of decoder levels 1, 2, ... (coarser
-  resolutions), empty unless `deep_supervision`.
+
+@dataclasses.dataclass(frozen=True)
+class UNetSettings:
+  """The settings of one U-Net pass; each field is the `config.model` key of that name.
+
+  Checked when built, so a bad value is refused before any file is written. `conv3d`
+  is 'native' or 'depth_folded' ('auto' is resolved by `from_config`); dtypes are names.
   """
-  features: Sequence[int]
-  num_outputs: int
+  features: tuple[int, ...] = (16, 32, 64, 128)
+  num_outputs: int = 3
   norm: str = 'group'
   activation: str = 'relu'
   upsampling: str = 'transpose'
   deep_supervision: bool = False
-  lstm_at: Sequence[str] = ()
   conv3d: str = 'native'
   remat_levels: bool = False  # recompute each level's conv block and ConvLSTM cell
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  dtype: str = 'float32'
+  param_dtype: str = 'float32'
+
+  def __post_init__(self):
+    object.__setattr__(self, 'features', tuple(self.features))  # JSON configs give lists
+    if len(self.features) < 2:
+      raise ValueError(f'model.features: need at least 2 levels, got {self.features}')
+    layers.check_norm(self.norm)
+    layers.get_activation(self.activation)
+    layers.check_upsampling(self.upsampling)
+    layers.check_conv3d(self.conv3d)
+    for key in ('dtype', 'param_dtype'):
+      if getattr(self, key) not in DTYPES:
+        raise ValueError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
+                         f'{sorted(DTYPES)}')
+
+  @classmethod
+  def from_config(cls, model_config: ml_collections.ConfigDict, num_outputs: int,
+                  backend: str | None = None) -> 'UNetSettings':
+    """The body settings of `config.model`, predicting `num_outputs` channels."""
+    values = {field.name: model_config[field.name] for field in dataclasses.fields(cls)
+              if field.name != 'num_outputs'}
+    values['conv3d'] = layers.resolve_conv3d(values['conv3d'], backend)
+    return cls(num_outputs=num_outputs, **values)
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def parameter_dtype(self):
+    return DTYPES[self.param_dtype]
+
+
+class UNetBody(nn.Module):
+  """One U-Net pass: `(new_lstm_carry, (logits, aux_logits)) = body(lstm_carry, x)`.
+
+  `lstm_carry` maps each location in `lstm_at` (valid ones, checked by LSTMUNet) to its
+  ConvLSTM (c, h) state.
+  `aux_logits` holds the deep-supervision heads of decoder levels 1, 2, ... (coarser
+  resolutions), empty unless `settings.deep_supervision`.
+  """
+  settings: UNetSettings
+  lstm_at: Sequence[str] = ()
 
   def _block(self, features, name):
-    block = nn.remat(ConvBlock) if self.remat_levels else ConvBlock
-    return block(features, self.norm, self.activation, self.conv3d, self.dtype,
-                 self.param_dtype, name=name)
+    s = self.settings
+    block = nn.remat(ConvBlock) if s.remat_levels else ConvBlock
+    return block(features, s.norm, s.activation, s.conv3d, s.compute_dtype, s.parameter_dtype,
+                 name=name)
 
   def _maybe_lstm(self, location, x, carry, new_carry):
     if location not in self.lstm_at:
       return x
-    level = location_level(location, len(self.features))
-    cell_class = nn.remat(ConvLSTMCell) if self.remat_levels else ConvLSTMCell
-    cell = cell_class(self.features[level], conv3d=self.conv3d, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name=f'lstm_{location}')
+    s = self.settings
+    level = location_level(location, len(s.features))
+    cell_class = nn.remat(ConvLSTMCell) if s.remat_levels else ConvLSTMCell
+    cell = cell_class(s.features[level], conv3d=s.conv3d, dtype=s.compute_dtype,
+                      param_dtype=s.parameter_dtype, name=f'lstm_{location}')
     new_carry[location], x = cell(carry[location], x)
     return x
 
   def _head(self, x, name):
-    return nn.Dense(self.num_outputs, dtype=jnp.float32, param_dtype=self.param_dtype,
-                    name=name)(x).astype(jnp.float32)
+    return nn.Dense(self.settings.num_outputs, dtype=jnp.float32,
+                    param_dtype=self.settings.parameter_dtype, name=name)(x).astype(jnp.float32)
 
   @nn.compact
   def __call__(self, carry: dict[str, Carry], x: jax.Array):
-    num_levels = len(self.features)
-    check_lstm_locations(self.lstm_at, num_levels)
+    s = self.settings
+    num_levels = len(s.features)
     check_input_shape(x.shape[1:-1], num_levels)
-    x = x.astype(self.dtype)
+    x = x.astype(s.compute_dtype)
     new_carry: dict[str, Carry] = {}
     skips = []
     for level in range(num_levels - 1):
-      x = self._block(self.features[level], f'encoder{level}')(x)
+      x = self._block(s.features[level], f'encoder{level}')(x)
       x = self._maybe_lstm(f'encoder{level}', x, carry, new_carry)
       skips.append(x)
       x = downsample(x)
-    x = self._block(self.features[-1], 'bottleneck')(x)
+    x = self._block(s.features[-1], 'bottleneck')(x)
     x = self._maybe_lstm('bottleneck', x, carry, new_carry)
     aux = []
     for level in reversed(range(num_levels - 1)):
-      x = Upsample(self.features[level], self.upsampling, self.dtype, self.param_dtype,
+      x = Upsample(s.features[level], s.upsampling, s.compute_dtype, s.parameter_dtype,
                    name=f'upsample{level}')(x)
       x = jnp.concatenate([x, skips[level]], axis=-1)
-      x = self._block(self.features[level], f'decoder{level}')(x)
+      x = self._block(s.features[level], f'decoder{level}')(x)
       x = self._maybe_lstm(f'decoder{level}', x, carry, new_carry)
-      if self.deep_supervision and level > 0:
+      if s.deep_supervision and level > 0:
         aux.append(self._head(x, f'aux_head{level}'))
     logits = self._head(x, 'head')
     return new_carry, (logits, tuple(reversed(aux)))
@@ -116,21 +167,9 @@ class UNet(nn.Module):
   """Plain U-Net. Returns (logits, aux) with a leading iteration axis of length 1,
   the same output structure as the LSTM-U-Net, so losses and metrics treat both alike.
   """
-  features: Sequence[int] = (16, 32, 64, 128)
-  num_outputs: int = 3
-  norm: str = 'group'
-  activation: str = 'relu'
-  upsampling: str = 'transpose'
-  deep_supervision: bool = False
-  conv3d: str = 'native'
-  remat_levels: bool = False
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  settings: UNetSettings = UNetSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Outputs:
-    body = UNetBody(self.features, self.num_outputs, self.norm, self.activation,
-                    self.upsampling, self.deep_supervision, (), self.conv3d,
-                    self.remat_levels, self.dtype, self.param_dtype, name='body')
-    _, (logits, aux) = body({}, x)
+    _, (logits, aux) = UNetBody(self.settings, name='body')({}, x)
     return logits[None], tuple(a[None] for a in aux)

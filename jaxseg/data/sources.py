@@ -1,0 +1,115 @@
+"""The data sets a config describes: `load_splits(config.data)` gives a
+`SegmentationData` per split from one of three sources: the embedded synthetic data (no
+data.root), 2D image folders, or BraTS NIfTI volumes (preprocessed once into a cache and
+memory-mapped, see cache.py). Splits are by case (splits.py)."""
+
+import os
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+from jaxseg.data import brats, cache, folders, splits, synthetic
+from jaxseg.data.dataset import SegmentationData
+from jaxseg.data.regions import BRATS_2023_REGIONS
+
+
+def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
+                recorded: dict | None = None) -> dict[str, SegmentationData]:
+  """{split name: data} for `names`: 'train', 'val' (labelled cases), or 'all' (every
+  case of data.root, unlabelled ones included). `recorded` is a splits.json to follow
+  instead of computing the split afresh."""
+  image_size = tuple(data_config.image_size)
+  if len(image_size) not in (2, 3) or min(image_size) < 8:
+    raise ValueError(f'data.image_size: need 2 or 3 sizes of at least 8, got {image_size}')
+  if not data_config.root:
+    if 'all' in names:
+      raise ValueError('the embedded data has no directory to predict; give a data root')
+    return {name: _synthetic(data_config, name, image_size) for name in names}
+  root = os.path.abspath(os.path.expanduser(data_config.root))
+  if os.path.isdir(root) and brats.detect_layout(root) == 'folders':
+    return _folder_splits(data_config, root, image_size, names, recorded)
+  return _nifti_splits(data_config, root, names, recorded)
+
+
+def _synthetic(data_config, split: str, image_size) -> SegmentationData:
+  num_cases = {'train': data_config.num_train_cases, 'val': data_config.num_val_cases}[split]
+  if num_cases < 1:
+    raise ValueError(f'data.root is not set and data.num_{split}_cases={num_cases}: set '
+                     '--config.data.root=/path/to/data, or a number of embedded cases')
+  images, labels, case_ids = synthetic.synthetic_split(image_size, data_config.seed, split,
+                                                       num_cases)
+  return SegmentationData(images, labels, tuple(case_ids), ((1.0,) * len(image_size),) * num_cases,
+                          BRATS_2023_REGIONS, synthetic.CHANNELS)
+
+
+def _folder_splits(data_config, root, image_size, names, recorded):
+  if len(image_size) != 2:
+    raise ValueError(f'data.image_size: 2D image folders need 2 sizes, got {image_size}')
+  images, labels, case_ids, regions = folders.load_image_folder(root, image_size)
+  channels = ('gray',) if images.shape[-1] == 1 else ('red', 'green', 'blue')
+  ids = {'all': case_ids}
+  if names != ('all',):
+    ids.update(splits.choose_split(case_ids, data_config, recorded))
+  out = {}
+  for name in names:
+    keep = np.array([case_ids.index(c) for c in ids[name]], int)
+    out[name] = SegmentationData(images[keep], labels[keep], tuple(ids[name]),
+                                 ((1.0, 1.0),) * len(keep), regions, channels, origin='folders')
+  return out
+
+
+def _nifti_splits(data_config, root, names, recorded):
+  channel_index = []
+  for name in data_config.modalities:
+    if name not in brats.CHANNELS:
+      raise ValueError(f'data.modalities: unknown modality {name!r}; choose from '
+                       f'{", ".join(brats.CHANNELS)}')
+    channel_index.append(brats.CHANNELS.index(name))
+  workers = data_config.preprocess_workers
+  if (workers or 0) < 0:
+    raise ValueError(f'data.preprocess_workers must be >= 0, got {workers}')
+  _, cases = cache.prepare(root, data_config.cache_dir,
+                           os.cpu_count() if workers is None else workers,
+                           data_config.skip_bad_cases)
+  by_id = {case.case_id: case for case in cases}
+  labelled = [case.case_id for case in cases if case.labelled]
+  if names == ('all',):
+    ids = {'all': list(by_id)}
+  elif not labelled:
+    raise brats.DataError(f'data.root: {root}: no case has a segmentation to train on')
+  else:
+    ids = {**splits.choose_split(labelled, data_config, recorded), 'all': list(by_id)}
+  out = {}
+  for name in names:
+    chosen = [by_id[c] for c in ids[name]]
+    metas = [case.meta for case in chosen]
+    out[name] = SegmentationData(
+        _CachedArrays(chosen, 'image', tuple(channel_index)), _CachedArrays(chosen, 'labels'),
+        tuple(ids[name]), tuple(tuple(m['spacing']) for m in metas), BRATS_2023_REGIONS,
+        tuple(data_config.modalities), _CachedArrays(chosen, 'foreground'), tuple(metas),
+        origin='nifti')
+  return out
+
+
+def case_ids_by_split(data: dict[str, SegmentationData]) -> dict[str, list[str]]:
+  """The case ids of each split, as recorded in splits.json."""
+  return {name: list(split.case_ids) for name, split in data.items()}
+
+
+class _CachedArrays(Sequence):
+  """Per-case arrays of preprocessed cases, memory-mapped on access (picklable: paths)."""
+
+  def __init__(self, cases: list[cache.CachedCase], name: str, channel_index=None):
+    self._cases, self._name, self._channel_index = cases, name, channel_index
+
+  def __len__(self):
+    return len(self._cases)
+
+  def __getitem__(self, index):
+    if self._name != 'image' and not self._cases[index].labelled:
+      return None
+    array = self._cases[index].array(self._name)
+    if self._channel_index is not None and self._channel_index != tuple(range(array.shape[-1])):
+      array = array[..., list(self._channel_index)]
+    return array

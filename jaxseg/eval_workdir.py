@@ -1,0 +1,114 @@
+"""eval.py's work: evaluate a training run's checkpoint and write what a user submits.
+
+`evaluate_workdir` restores a checkpoint of a workdir, predicts the recorded split (or
+every case of another directory), scores the labelled cases (evaluation.py) and writes
+the table, metrics.json, per_case_metrics.csv, prediction files and figures
+(`CaseOutputs`). Nothing is ever written inside a data directory.
+"""
+
+import os
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from jaxseg import checkpointing, evaluation, figures, parallel, predictions, workdir as files
+from jaxseg.data import SegmentationData, load_splits
+from jaxseg.inference import SlidingWindowPredictor
+from jaxseg.train_state import setup_model
+
+
+def evaluate_workdir(workdir: str, *, checkpoint: str = 'best', split: str = 'val',
+                     output_dir: str | None = None, data_root: str | None = None,
+                     tta: bool = False, num_figures: int = 4, all_iterations: bool = False,
+                     defaults: ml_collections.ConfigDict | None = None) -> dict | None:
+  """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
+  every case under `data_root`), scores the labelled cases and writes the results.
+  `defaults` (the model's config file) fills keys the run's saved config predates."""
+  config = files.read_config(workdir, defaults)
+  checkpointer = checkpointing.Checkpointer(workdir, create=False)
+  step = checkpointing.checkpoint_step(checkpointer, checkpoint)
+  if data_root:
+    data_config = config.data.copy_and_resolve_references()
+    data_config.root = data_root
+    data = load_splits(data_config, ('all',))['all']
+    source = os.path.abspath(data_root)
+    output_dir = output_dir or os.path.join(workdir, f'eval_{os.path.basename(source)}')
+  else:
+    data = load_splits(config.data, (split,), files.read_splits(workdir))[split]
+    source = f'{split} split'
+    output_dir = output_dir or workdir
+  if config.data.root or data_root:
+    data_dir = os.path.abspath(os.path.expanduser(data_root or config.data.root))
+    if os.path.commonpath([os.path.abspath(output_dir), data_dir]) == data_dir:
+      raise ValueError(f'--output_dir {output_dir} is inside the data directory {data_dir}, '
+                       'which is never written; choose another')
+  image_size = tuple(config.data.image_size)
+  mirror_axes = tuple(range(len(image_size))) if tta else tuple(config.eval.mirror_axes)
+  model, _, abstract_state = setup_model(config, data)
+  mesh = parallel.make_mesh()
+  predictor = SlidingWindowPredictor.from_config(model, config.eval, image_size, mesh,
+                                                 mirror_axes)
+  state, _ = checkpointing.restore_train_state(checkpointer, step, abstract_state,
+                                               parallel.replicated(mesh))
+  print(f'{config.model.name}, checkpoint step {step} ({checkpoint}), {source}: '
+        f'{len(data)} cases' + (f', mirroring TTA over axes {mirror_axes}' if mirror_axes else ''))
+  writer = CaseOutputs(output_dir, data, num_figures, all_iterations)
+  rows, summary = evaluation.evaluate(predictor, state.params, data, on_case=writer)
+  if writer.written:
+    print(f'Wrote {writer.written} predicted segmentation(s) to {writer.predictions_dir}')
+  if summary is None:
+    print(f'No case of {source} has a segmentation: wrote predictions only, no metrics')
+    return None
+  # No paths or times: two runs with the same config and seed give identical files.
+  summary.update(checkpoint_step=step, data=source if not data_root else 'data_root',
+                 mirror_axes=list(mirror_axes))
+  print(evaluation.format_table(summary))
+  print(f'{split if not data_root else "data"} {evaluation.dice_line(summary)}')
+  json_path, csv_path = evaluation.write_results(output_dir, rows, summary)
+  plot = os.path.join(output_dir, 'figures', 'dice_per_iteration.png')
+  figures.dice_per_iteration_plot(plot, summary)
+  print(f'Wrote {json_path}, {csv_path} and figures in {os.path.dirname(plot)}')
+  return summary
+
+
+class CaseOutputs:
+  """on_case callback of `evaluate`: prediction files and figures of each case.
+
+  NIfTI cases get `<case>.nii.gz` in their original geometry (predictions.py); 2D image
+  folders get `<case>.png` masks at the model's resolution; the first `num_figures`
+  cases get a PNG figure of every refinement iteration.
+  """
+
+  def __init__(self, output_dir: str, data: SegmentationData, num_figures: int,
+               all_iterations: bool):
+    self.data, self.num_figures, self.all_iterations = data, num_figures, all_iterations
+    self.predictions_dir = os.path.join(output_dir, 'predictions')
+    self.figures_dir = os.path.join(output_dir, 'figures')
+    self.written = 0
+
+  def __call__(self, index: int, labels: np.ndarray) -> None:
+    """labels: (T, *spatial) predicted label maps of case `index`, one per iteration."""
+    data, case_id = self.data, self.data.case_ids[index]
+    if data.origin == 'nifti':  # back into the original geometry
+      meta = data.source[index]
+      last = predictions.original_labels(labels[-1], meta)
+      predictions.write_nifti(os.path.join(self.predictions_dir, f'{case_id}.nii.gz'), last, meta)
+      if self.all_iterations:
+        for t in range(len(labels) - 1):
+          path = os.path.join(self.predictions_dir, 'iterations',
+                              f'{case_id}_iteration{t + 1}.nii.gz')
+          predictions.write_nifti(path, predictions.original_labels(labels[t], meta), meta)
+      self.written += 1
+    elif data.origin == 'folders':
+      scale = 255 if len(data.regions) == 1 else 1  # 0/255 masks as the input's, else labels
+      os.makedirs(self.predictions_dir, exist_ok=True)
+      Image.fromarray((labels[-1] * scale).astype(np.uint8)).save(
+          os.path.join(self.predictions_dir, f'{case_id}.png'))
+      self.written += 1
+    if index < self.num_figures:
+      channel = data.channels.index('flair') if 'flair' in data.channels else 0
+      truth = None if data.labels[index] is None else np.asarray(data.labels[index])
+      figures.case_figure(os.path.join(self.figures_dir, f'{case_id}.png'), case_id,
+                          np.asarray(data.images[index]), channel, data.channels[channel],
+                          truth, labels)

@@ -1,0 +1,149 @@
+"""The files of a workdir other than its checkpoints: the run's config and its splits.
+
+  config.json     the config of the run (rewritten at each start; a restart with another
+                  model is refused); eval.py reads it, with newer keys from the defaults
+  splits.json     the case ids of the training and validation splits (written once;
+                  a restart whose data splits differently is refused)
+  checkpoints/    checkpointing.py
+
+Also the start-up checks of a workdir: writable, and room for two checkpoints.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+
+CONFIG_FILE = 'config.json'
+SPLITS_FILE = 'splits.json'
+
+
+class WorkdirError(Exception):
+  """A workdir that cannot be used as it is; the message is one line for the user."""
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates `workdir` and proves it writable, with one-line errors, before any compiling."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-'):
+      pass
+  except OSError as error:
+    raise WorkdirError(f'--workdir {workdir}: cannot be created or written '
+                          f'({error.strerror or error})') from None
+
+
+# Room needed beyond two copies of the state (latest and best) for logs and Orbax's
+# temporary files.
+_SPACE_MARGIN_BYTES = 64 * 2**20
+
+
+def check_free_space(workdir: str, abstract_state: Any) -> None:
+  """Refuses to start when the workdir's disk cannot hold the latest and best checkpoints."""
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state)
+                    if hasattr(x, 'dtype'))
+  needed = 2 * state_bytes + _SPACE_MARGIN_BYTES
+  free = shutil.disk_usage(workdir).free
+  if free < needed:
+    raise WorkdirError(f'--workdir {workdir}: {free / 2**20:.0f} MiB free on its disk, but '
+                          f'checkpoints need about {needed / 2**20:.0f} MiB; free some space or '
+                          'choose another workdir')
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
+    f.write(config.to_json(indent=2, sort_keys=True))
+
+
+def read_config(workdir: str, defaults: ml_collections.ConfigDict | None = None
+                ) -> ml_collections.ConfigDict:
+  """The config a run was trained with; keys added to jaxseg since then (absent from
+  the saved file) take their values from `defaults`."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise WorkdirError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
+  with open(path) as f:
+    saved = json.load(f)
+  if defaults is not None:
+    saved = _merged(json.loads(defaults.to_json()), saved)
+  return ml_collections.ConfigDict(saved)
+
+
+def saved_model_name(workdir: str) -> str | None:
+  """model.name in a workdir's config.json, or None."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      return json.load(f)['model']['name']
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _merged(defaults: dict, saved: dict) -> dict:
+  out = dict(defaults)
+  for key, value in saved.items():
+    both_dicts = isinstance(value, dict) and isinstance(out.get(key), dict)
+    out[key] = _merged(out[key], value) if both_dicts else value
+  return out
+
+
+# Config entries that decide the saved state's shapes and meaning; a restart may change
+# everything else (more steps, another learning rate, remat, compute dtype, conv3d).
+_ARCHITECTURE_KEYS = ('model', 'data.image_size')
+_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d')
+
+
+def _architecture(config: ml_collections.ConfigDict) -> dict:
+  as_dict = json.loads(config.to_json())
+  for key in _RUNTIME_MODEL_KEYS:
+    as_dict.get('model', {}).pop(key, None)
+  return {key: _get(as_dict, key) for key in _ARCHITECTURE_KEYS}
+
+
+def _get(config: dict, dotted: str):
+  for key in dotted.split('.'):
+    config = config.get(key) if isinstance(config, dict) else None
+  return config
+
+
+def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises CheckpointError when the workdir was trained with another model config."""
+  saved, current = _architecture(read_config(workdir)), _architecture(config)
+  if saved != current:
+    raise WorkdirError(
+        f'workdir {workdir} holds a checkpoint of a different model '
+        f'({_diff(saved, current, "config")}); use a new --workdir, or the config it was '
+        'trained with')
+
+
+def _diff(saved, current, prefix: str) -> str:
+  if isinstance(saved, dict) and isinstance(current, dict):
+    for key in sorted(set(saved) | set(current), key=lambda k: (k != 'name', k)):
+      if saved.get(key) != current.get(key):
+        name = key if prefix == 'config' else f'{prefix}.{key}'
+        return _diff(saved.get(key), current.get(key), name)
+  return f'{prefix}: saved {saved!r}, now {current!r}'
+
+
+def record_splits(workdir: str, splits: dict[str, list[str]]) -> None:
+  """Writes splits.json, or checks that it agrees with the one already there."""
+  path = os.path.join(workdir, SPLITS_FILE)
+  saved = read_splits(workdir)
+  if saved is not None and saved != splits:
+    changed = next(name for name in splits if saved.get(name) != splits[name])
+    raise ValueError(f'{path}: the {changed} cases differ from those this run started with '
+                     '(did data.root, data.seed or the fold change?); use a new --workdir')
+  if saved is None:
+    with open(path, 'w') as f:
+      json.dump(splits, f, indent=1)
+
+
+def read_splits(workdir: str) -> dict[str, list[str]] | None:
+  path = os.path.join(workdir, SPLITS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
