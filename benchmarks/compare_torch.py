@@ -183,12 +183,12 @@ def measure_torch(config, image, target, steps: int, compile_model: bool = False
   if compile_model:
     model = torch.compile(model)
   train_config = config.train
-  optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
+  optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                 weight_decay=train_config.weight_decay)
   x, y = channels_first(image).to(device), channels_first(target).float().to(device)
 
   def train():
-    torch_models.train_step(model, optimizer, x, y, config, autocast)
+    torch_models.train_step(model, optimiser, x, y, config, autocast)
     wait()
   first_s, train_s = time_steps(train, steps)
 

@@ -83,11 +83,11 @@ def profile_torch(case: int) -> None:
   torch.manual_seed(config.train.seed)
   torch.set_num_threads(os.cpu_count())
   model = compare_torch.torch_model(config, len(shape))
-  optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
+  optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
                                 weight_decay=config.train.weight_decay)
   x = compare_torch.channels_first(image)
   y = compare_torch.channels_first(target).float()
-  run = lambda: torch_models.train_step(model, optimizer, x, y, config)  # noqa: E731
+  run = lambda: torch_models.train_step(model, optimiser, x, y, config)  # noqa: E731
   _, step_s = compare_torch.time_steps(run, 3)  # warm-up, then the plain step time
   with profile(activities=[ProfilerActivity.CPU]) as trace:
     for _ in range(STEPS):

@@ -78,7 +78,7 @@ def train_torch(config, train_data, val_images, val_targets, model, state, args)
   compare_torch.load_flax_params(reference, jax.device_get(state.params), 2)
   train_config = config.train
   # optax.adamw scales the decay by the learning rate, as torch.optim.AdamW does.
-  optimizer = torch.optim.AdamW(reference.parameters(), lr=0.0,
+  optimiser = torch.optim.AdamW(reference.parameters(), lr=0.0,
                                 weight_decay=train_config.weight_decay)
   rates = np.asarray(learning_rate_schedule(train_config)(np.arange(args.max_steps)))
   batches = make_train_batches(config, train_data)
@@ -87,9 +87,9 @@ def train_torch(config, train_data, val_images, val_targets, model, state, args)
     batch = batches[s]
     x = compare_torch.channels_first(batch['image'])
     y = compare_torch.channels_first(batch['target']).float()
-    for group in optimizer.param_groups:
+    for group in optimiser.param_groups:
       group['lr'] = float(rates[s])
-    torch_models.train_step(model, optimizer, x, y, config)
+    torch_models.train_step(model, optimiser, x, y, config)
     return model
 
   def validate(model):

@@ -190,19 +190,19 @@ def total_loss(logits, targets, dice_weight: float = 1.0, ce_weight: float = 1.0
   return torch.stack(per_iteration).mean()
 
 
-def train_step(model: nn.Module, optimizer, x, y, config, autocast_dtype=None) -> None:
+def train_step(model: nn.Module, optimiser, x, y, config, autocast_dtype=None) -> None:
   """jaxseg's train step in eager PyTorch: loss of every iteration, backward, global-norm
   clipping to train.grad_clip, and the optimiser step unless loss or norm is non-finite.
   `autocast_dtype` (e.g. torch.bfloat16): mixed precision for the model, the loss in
   float32, as jaxseg's model.dtype does."""
-  optimizer.zero_grad(set_to_none=True)
+  optimiser.zero_grad(set_to_none=True)
   with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
     logits = model(x)
   loss = total_loss(logits.float(), y, config.loss.dice_weight, config.loss.ce_weight)
   loss.backward()
   norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
   if torch.isfinite(loss) and torch.isfinite(norm):  # as jaxseg: skip non-finite updates
-    optimizer.step()
+    optimiser.step()
 
 
 def num_params(model: nn.Module) -> int:

@@ -59,6 +59,13 @@ def run(script, *args, env=None):
   return result.returncode, result.stdout, result.stderr
 
 
+def assert_mentions(text: str, *words) -> None:
+  """Each of `words` (what a user looks for: the file, the key, the value) is in `text`;
+  the rest of the wording is free to change."""
+  for word in words:
+    assert word in text, f'{word!r} not in {text!r}'
+
+
 def assert_one_line_error(code, stderr, *words):
   """A non-zero exit, one line on stderr, no traceback, and each of `words` in it."""
   assert code != 0

@@ -181,7 +181,8 @@ def test_3d_unet_and_convlstm_are_the_same_function_with_either_conv3d():
   equal logits and parameter gradients with native and depth-folded convolutions, and
   so does a 3D ConvLSTM cell."""
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4, 2))
-  models = [UNet(UNetSettings(features=(4, 8), conv3d=method)) for method in ('native', 'depth_folded')]
+  models = [UNet(UNetSettings(features=(4, 8), conv3d=method))
+            for method in ('native', 'depth_folded')]
   params = models[0].init(jax.random.key(1), x)['params']
 
   def loss(params, model):
@@ -244,8 +245,8 @@ def test_remat_lowers_the_compiled_steps_memory():
   x = jnp.ones((2, 32, 32, 3))
 
   def temporaries(remat):
-    model = LSTMUNet(UNetSettings(features=(8, 16)), num_iterations=4, lstm_at=('encoder0',), remat=remat,
-                     unroll=False)
+    model = LSTMUNet(UNetSettings(features=(8, 16)), num_iterations=4, lstm_at=('encoder0',),
+                     remat=remat, unroll=False)
     params = jax.eval_shape(lambda: model.init(jax.random.key(1), x)['params'])
     loss = lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0]))  # noqa: E731
     return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes

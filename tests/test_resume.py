@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import ROOT, assert_one_line_error, final_state, run
+from helpers import ROOT, assert_mentions, assert_one_line_error, final_state, run
 from jaxseg import checkpointing, eval_workdir, training, workdir as files
 
 # A tiny LSTM-U-Net run with a checkpoint every 4 steps.
@@ -112,9 +112,9 @@ def test_nan_stops_the_run_naming_the_step_and_keeps_the_good_checkpoint(
   config = tiny_lstm_config
   config.train.num_steps = 10
   _poison(monkeypatch, 5)  # the 6th step
-  with pytest.raises(training.NonFiniteError, match=r'step 6: non-finite loss or gradient.*'
-                     r'step 4, is kept'):
+  with pytest.raises(training.NonFiniteError) as error:
     training.train_and_evaluate(config, str(tmp_path))
+  assert_mentions(str(error.value), 'step 6', 'non-finite', 'step 4')  # bad step, kept one
   checkpointer = checkpointing.Checkpointer(str(tmp_path), create=False)
   assert checkpointer.latest_step() == 4
   state, _ = final_state(tmp_path, config)
@@ -128,7 +128,7 @@ def test_nan_update_is_skipped_when_configured(tmp_path, monkeypatch, tiny_lstm_
   _poison(monkeypatch, 2)
   training.train_and_evaluate(config, str(tmp_path))
   captured = capsys.readouterr()
-  assert 'non-finite loss or gradient at step(s) [3]: update(s) skipped' in captured.out
+  assert_mentions(captured.out, 'non-finite', 'step(s) [3]', 'skipped')
   state, _ = final_state(tmp_path, config)
   assert int(state.step) == 6
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
@@ -145,9 +145,9 @@ def test_full_disk_is_refused_before_compiling(tmp_path, monkeypatch, tiny_lstm_
   real = files.shutil.disk_usage
   monkeypatch.setattr(files.shutil, 'disk_usage',
                       lambda path: real(path)._replace(free=10 * 2**20))
-  with pytest.raises(files.WorkdirError, match=r'10 MiB free on its disk, but '
-                     r'checkpoints need about \d+ MiB'):
+  with pytest.raises(files.WorkdirError) as error:
     training.train_and_evaluate(tiny_lstm_config, str(tmp_path / 'run'))
+  assert_mentions(str(error.value), str(tmp_path / 'run'), '10 MiB free')
   assert not (tmp_path / 'run' / 'checkpoints' / '2').exists()
 
 

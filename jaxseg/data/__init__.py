@@ -4,7 +4,8 @@
   sources.py         load_splits(config.data): embedded, 2D folders or BraTS NIfTI
   synthetic.py       the embedded BraTS-like data
   folders.py         2D images/ and masks/ folders
-  brats.py           BraTS NIfTI layouts, labels and checks of a case's files
+  brats.py           BraTS NIfTI layouts, their labels, case discovery
+  nifti_case.py      reading one case's NIfTI files, with their checks
   cache.py           the preprocessing cache of NIfTI cases
   regions.py         labels -> BraTS regions (WT, TC, ET)
   splits.py          train / validation splits by case

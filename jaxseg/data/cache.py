@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 from tqdm import tqdm
 
-from jaxseg.data import brats
+from jaxseg.data import brats, nifti_case
 
 CACHE_VERSION = 2
 # Foreground voxels remembered per label for oversampling (as nnU-Net's class locations).
@@ -106,7 +106,7 @@ def foreground_voxels(labels: np.ndarray, seed: int) -> np.ndarray:
 
 def preprocess_case(case: brats.CaseFiles, layout: brats.Layout, directory: str) -> None:
   """Reads, checks, crops and normalises one case into the entry `directory`."""
-  image, labels, reference = brats.read_case(case, layout)
+  image, labels, reference = nifti_case.read_case(case, layout)
   try:
     box = brain_crop(image)
   except brats.DataError as error:
