@@ -30,16 +30,19 @@ flags.DEFINE_string('data_root', None, 'Predict (and, where segmentations exist,
 flags.DEFINE_bool('tta', False, 'Test-time augmentation: average over mirrorings along every '
                   'spatial axis (default: the config\'s eval.mirror_axes).')
 flags.DEFINE_integer('num_figures', 4, 'Cases drawn as PNG figures.')
+flags.DEFINE_bool('skip_bad_cases', False, 'List cases that cannot be read and evaluate the '
+                  'others, instead of stopping at the first.')
 flags.DEFINE_bool('all_iterations', False, 'Also write the NIfTI prediction of every earlier '
                   'refinement iteration.')
 
 
 def main(argv):
-  cli.parse_flags(argv)
+  cli.parse_flags(argv, __doc__)
   cli.run(lambda: eval_workdir.evaluate_workdir(
       FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
       output_dir=FLAGS.output_dir, data_root=FLAGS.data_root, tta=FLAGS.tta,
       num_figures=FLAGS.num_figures, all_iterations=FLAGS.all_iterations,
+      skip_bad_cases=FLAGS.skip_bad_cases,
       defaults=_defaults(FLAGS.workdir)))
 
 

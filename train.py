@@ -3,7 +3,9 @@
   python train.py --config=configs/lstm_unet.py --workdir=runs/lstm_unet
   python train.py --config=configs/unet.py:3d --config.train.num_steps=1000
 
-Restarting with the same --workdir resumes from its latest checkpoint.
+Restarting with the same --workdir resumes from its latest checkpoint. Exit status: 0
+when train.num_steps are done, 2 for bad input (one line on stderr), 143 after SIGTERM
+(saved) and 130 after Ctrl-C (not saved: the last complete checkpoint resumes).
 """
 
 import sys
@@ -35,7 +37,10 @@ flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.'
 
 
 def main(argv):
-  cli.parse_flags(argv)
+  cli.parse_flags(argv, __doc__)
+  if FLAGS.workdir is not None and not FLAGS.workdir.strip():
+    cli.fail('--workdir is empty; give a directory, or leave the flag out for '
+             f'runs/{FLAGS.config.model.name}')
   workdir = FLAGS.workdir or f'runs/{FLAGS.config.model.name}'
 
   def train():

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
 
+from jaxseg.errors import ConfigError
+
 PROBABILITIES = ('flip_probability', 'rotation_probability', 'scale_probability',
                  'intensity_scale_probability', 'intensity_shift_probability',
                  'gamma_probability', 'noise_probability')
@@ -34,16 +36,16 @@ def check_config(aug) -> None:
   for name in PROBABILITIES:
     p = getattr(aug, name)
     if not 0 <= p <= 1:
-      raise ValueError(f'augment.{name} must be in [0, 1], got {p}')
+      raise ConfigError(f'augment.{name} must be in [0, 1], got {p}')
   for name in POSITIVE_RANGES:
     bounds = tuple(getattr(aug, name))
     if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
-      raise ValueError(f'augment.{name} must be (low, high) with 0 < low <= high, '
+      raise ConfigError(f'augment.{name} must be (low, high) with 0 < low <= high, '
                        f'got {bounds}')
   for name in NON_NEGATIVE:
     value = getattr(aug, name)
     if not value >= 0:
-      raise ValueError(f'augment.{name} must be >= 0, got {value}')
+      raise ConfigError(f'augment.{name} must be >= 0, got {value}')
 
 
 def rotation_matrix(angles: jax.Array) -> jax.Array:

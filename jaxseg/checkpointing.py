@@ -1,42 +1,80 @@
-"""Orbax checkpoints of a workdir: the latest (to resume) and the best (by validation Dice).
+"""Orbax checkpoints of a workdir: the latest two (to resume, with one to fall back on)
+and the best (by validation Dice), and what to do with a damaged one.
 
 `<workdir>/checkpoints/<step>/` holds the train state (parameters, optimiser state,
-step), the validation summary of that step and the position of the training data
-stream. The workdir's other files are workdir.py's.
+step), the validation summary of that step, the position of the training data stream
+and the run's learning-rate schedule. A checkpoint that cannot be read (truncated,
+deleted or overwritten files) raises `CheckpointDamaged`; training moves it, untouched,
+to `<workdir>/damaged_checkpoints/<step>` and resumes from the newest one that can be
+read. The workdir's other files are workdir.py's.
 """
 
+import contextlib
+import json
 import os
+import re
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxseg.train_state import TrainState
+from jaxseg.errors import CheckpointError
 
 BEST_METRIC = 'dice'  # mean validation Dice at the last refinement iteration
+DAMAGED_DIR = 'damaged_checkpoints'
+# The JSON files of a checkpoint that Orbax parses before any array is read: garbage in
+# one of them fails opening the workdir (metrics) or restoring (the rest).
+_JSON_FILES = ('metrics/metrics', 'summary/metadata', 'data_iterator/metadata',
+               'schedule/metadata', 'state/_METADATA')
+# How the OS reports a write that cannot be done, in Python's and TensorStore's errors.
+_WRITE_FAILURE = re.compile(r'No space left|Disk quota|File too large|Read-only file system|'
+                            r'Permission denied|OS error|errno', re.IGNORECASE)
 
 
-class CheckpointError(Exception):
-  """A checkpoint that cannot be used; the message is one line for the user."""
+class CheckpointDamaged(CheckpointError):
+  """A checkpoint whose files cannot be read; `step` names it."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 def _best_metric(metrics: dict[str, float]) -> float:
   return metrics[BEST_METRIC]
 
 
+def _first_line(error: BaseException) -> str:
+  """The first line of the innermost cause: TensorStore's own words about the file."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0][:300]
+
+
 class Checkpointer:
-  """Keeps the latest and the best checkpoint under `workdir/checkpoints`."""
+  """The checkpoints under `workdir/checkpoints`: the latest two and the best."""
 
   def __init__(self, workdir: str, create: bool = True):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, 'checkpoints')
+    for step in self._step_directories():
+      problem = self.unreadable_file(step)
+      if problem and problem.startswith('metrics'):  # Orbax could not even list the steps
+        raise CheckpointDamaged(f'checkpoint {self.directory}/{step} is damaged ({problem})',
+                                step)
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-        ocp.checkpoint_managers.LatestN(n=1),
+        ocp.checkpoint_managers.LatestN(n=2),
         ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=False, n=1),
     ])
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, best_fn=_best_metric, best_mode='max',
-        create=create)
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+        preservation_policy=policy, best_fn=_best_metric, best_mode='max', create=create)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _step_directories(self) -> list[int]:
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -45,53 +83,150 @@ class Checkpointer:
     return self._manager.best_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, summary: dict, data_state: dict) -> None:
-    """Saves state with its validation summary and the position of the training data
-    stream (`data_state`, a grain iterator state); `summary[BEST_METRIC]` ranks it."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), summary=ocp.args.JsonSave(summary),
-        data_iterator=ocp.args.JsonSave(data_state)),
-        metrics={BEST_METRIC: float(summary[BEST_METRIC])})
+  def unreadable_file(self, step: int) -> str | None:
+    """'<file>: <problem>' for the first JSON file of checkpoint `step` that cannot be
+    parsed, or None."""
+    for name in _JSON_FILES:
+      path = os.path.join(self.directory, str(step), name)
+      if not os.path.exists(path) and name in ('schedule/metadata', 'metrics/metrics'):
+        continue  # older checkpoints have no schedule; Orbax tolerates missing metrics
+      try:
+        with open(path, 'rb') as f:
+          json.loads(f.read())
+      except (OSError, ValueError) as error:
+        return f'{name}: {getattr(error, "strerror", None) or _first_line(error)}'
+    return None
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """(state, validation summary) of `step`; `abstract_state` gives structure, shapes
-    and shardings (without it optax states would come back as plain dicts)."""
+  def save(self, step: int, state: Any, summary: dict, data_state: dict,
+           schedule: list[dict]) -> None:
+    """Saves state with its validation summary, the position of the training data stream
+    (`data_state`, a grain iterator state) and the learning-rate schedule's segments;
+    `summary[BEST_METRIC]` ranks it. Written in the background; a failed write (a full
+    disk) is raised by the next save or `close`, naming the checkpoint."""
+    with _write_errors(self):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), summary=ocp.args.JsonSave(summary),
+          data_iterator=ocp.args.JsonSave(data_state),
+          schedule=ocp.args.JsonSave({'segments': schedule})),
+          metrics={BEST_METRIC: float(summary[BEST_METRIC])})
+
+  def restore(self, step: int, abstract_state: Any) -> dict:
+    """{'state', 'summary', 'data_iterator', 'schedule'} of checkpoint `step`.
+
+    `abstract_state` gives structure, shapes and shardings (without it optax states
+    would come back as plain dicts). Raises CheckpointError when the checkpoint holds
+    another model, CheckpointDamaged when its files cannot be read.
+    """
+    where = f'checkpoint {self.directory}/{step}'
+    problem = self.unreadable_file(step)
+    if problem:
+      raise CheckpointDamaged(f'{where} is damaged ({problem})', step)
+    saved, wanted = self._saved_shapes(step), sorted(
+        tuple(x.shape) for x in jax.tree.leaves(abstract_state))
+    if saved != wanted:
+      raise CheckpointError(f'{where} does not fit this model (it holds {len(saved)} arrays '
+                            f'of {sum(map(np.prod, saved)):,.0f} values, the model has '
+                            f'{len(wanted)} of {sum(map(np.prod, wanted)):,.0f})')
+    items = dict(state=ocp.args.StandardRestore(abstract_state),
+                 summary=ocp.args.JsonRestore(), data_iterator=ocp.args.JsonRestore())
+    has_schedule = os.path.isdir(os.path.join(self.directory, str(step), 'schedule'))
+    if has_schedule:
+      items['schedule'] = ocp.args.JsonRestore()
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), summary=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as error:
-      first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-      raise CheckpointError(f'checkpoint {self.directory}/{step} does not fit this model '
-                            f'({first_line[:200]})') from error
-    return restored.state, restored.summary
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:  # pylint: disable=broad-except
+      # The shapes matched, so what fails now is reading the files: TensorStore and
+      # Orbax raise ValueError, OSError or plain Exception for missing or corrupt data.
+      raise CheckpointDamaged(f'{where} cannot be read ({_first_line(error)})', step) from error
+    return {'state': restored.state, 'summary': restored.summary,
+            'data_iterator': restored.data_iterator,
+            'schedule': restored.schedule['segments'] if has_schedule else None}
 
-  def data_state(self, step: int) -> dict:
-    """The training data iterator state saved with checkpoint `step`."""
-    return self._manager.restore(step, args=ocp.args.Composite(
-        data_iterator=ocp.args.JsonRestore())).data_iterator
+  def _saved_shapes(self, step: int) -> list[tuple[int, ...]]:
+    with open(os.path.join(self.directory, str(step), 'state', '_METADATA')) as f:
+      tree = json.load(f).get('tree_metadata', {})
+    return sorted(tuple(entry['value_metadata']['write_shape']) for entry in tree.values()
+                  if 'write_shape' in entry.get('value_metadata', {}))
 
   def summary(self, step: int) -> dict:
     return self._manager.restore(step, args=ocp.args.Composite(
         summary=ocp.args.JsonRestore())).summary
 
+  def set_aside(self, step: int) -> str:
+    """set_aside() of checkpoint `step`, then Orbax forgets it."""
+    target = set_aside(self.workdir, step)
+    self._manager.reload()
+    return target
+
+  def last_complete_step(self) -> int | None:
+    """The newest checkpoint whose save was completed (Orbax renames a checkpoint into
+    place when complete), without waiting for saves in flight."""
+    steps = self._step_directories()
+    return steps[-1] if steps else None
+
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for saves in flight; a failed one raises CheckpointError."""
+    with _write_errors(self):
+      self._manager.wait_until_finished()
     self._manager.close()
 
 
-def restore_train_state(checkpointer: Checkpointer, step: int, abstract_state: TrainState,
-                        sharding) -> tuple[TrainState, dict]:
-  """(state placed with `sharding`, validation summary) of checkpoint `step`."""
-  abstract_state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state)
-  return checkpointer.restore(step, abstract_state)
+def set_aside(workdir: str, step: int) -> str:
+  """Moves checkpoint `step` of `workdir`, untouched, to <workdir>/damaged_checkpoints/;
+  returns where it went. Never deletes: the user may want to look at or rescue it."""
+  workdir = os.path.abspath(workdir)
+  target = os.path.join(workdir, DAMAGED_DIR, str(step))
+  suffix = 0
+  while os.path.exists(target):
+    suffix += 1
+    target = os.path.join(workdir, DAMAGED_DIR, f'{step}-{suffix}')
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  os.rename(os.path.join(workdir, 'checkpoints', str(step)), target)
+  return target
+
+
+def open_for_training(workdir: str, warn) -> Checkpointer:
+  """The Checkpointer of a workdir to train in; a checkpoint too damaged for Orbax to
+  open the directory is set aside first, with `warn(line)`."""
+  while True:
+    try:
+      return Checkpointer(workdir)
+    except CheckpointDamaged as error:
+      warn(f'{error}; moved it to {set_aside(workdir, error.step)}')
+
+
+def restore_newest(checkpointer: Checkpointer, abstract_state: Any, sharding, warn
+                   ) -> dict | None:
+  """Checkpointer.restore of the newest checkpoint that can be read, or None when there
+  is none. Each damaged one on the way is set aside, with `warn(line)` saying why."""
+  for step in reversed(checkpointer.all_steps()):
+    try:
+      return restore_train_state(checkpointer, step, abstract_state, sharding)
+    except CheckpointDamaged as error:
+      warn(f'{error}; skipped it (moved to {checkpointer.set_aside(step)})')
+  return None
+
+
+@contextlib.contextmanager
+def _write_errors(checkpointer: Checkpointer):
+  """Turns a checkpoint write that the OS refused (full disk, quota, permissions) into
+  one CheckpointError naming the checkpoint directory and the step that is kept."""
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except
+    if not (isinstance(error, OSError) or _WRITE_FAILURE.search(str(error))):
+      raise  # not the disk: a bug keeps its traceback
+    kept = checkpointer.last_complete_step()
+    kept_text = (f'the last complete checkpoint, step {kept}, is kept' if kept is not None
+                 else 'no checkpoint was complete yet')
+    raise CheckpointError(f'could not write a checkpoint in {checkpointer.directory} '
+                          f'({_first_line(error)}); {kept_text}') from error
 
 
 def checkpoint_step(checkpointer: Checkpointer, checkpoint: str) -> int:
   """The step that eval.py's --checkpoint names: 'best', 'latest' or a step number."""
-  workdir = os.path.dirname(checkpointer.directory)
   if checkpoint == 'best':
     step = checkpointer.best_step()
   elif checkpoint == 'latest':
@@ -99,10 +234,17 @@ def checkpoint_step(checkpointer: Checkpointer, checkpoint: str) -> int:
   elif checkpoint.isdigit():
     step = int(checkpoint)
     if step not in checkpointer.all_steps():
-      raise CheckpointError(f'--checkpoint={checkpoint}: no such step in {workdir}; saved '
-                            f'steps: {sorted(checkpointer.all_steps())}')
+      raise CheckpointError(f'--checkpoint={checkpoint}: no such step in '
+                            f'{checkpointer.workdir}; saved steps: {checkpointer.all_steps()}')
   else:
-    raise ValueError(f"--checkpoint={checkpoint!r}: use 'best', 'latest' or a step number")
+    raise CheckpointError(f"--checkpoint={checkpoint!r}: use 'best', 'latest' or a step number")
   if step is None:
-    raise CheckpointError(f'{workdir}: no checkpoint found')
+    raise CheckpointError(f'{checkpointer.workdir}: no checkpoint found')
   return step
+
+
+def restore_train_state(checkpointer: Checkpointer, step: int, abstract_state: Any,
+                        sharding) -> dict:
+  """Checkpointer.restore of `step` with every array placed by `sharding`."""
+  return checkpointer.restore(step, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from jaxseg import checkpointing, evaluation, figures, parallel, predictions, workdir as files
 from jaxseg.data import SegmentationData, load_splits
+from jaxseg.errors import WorkdirError
 from jaxseg.inference import SlidingWindowPredictor
 from jaxseg.train_state import setup_model
 
@@ -21,36 +22,52 @@ from jaxseg.train_state import setup_model
 def evaluate_workdir(workdir: str, *, checkpoint: str = 'best', split: str = 'val',
                      output_dir: str | None = None, data_root: str | None = None,
                      tta: bool = False, num_figures: int = 4, all_iterations: bool = False,
+                     skip_bad_cases: bool = False,
                      defaults: ml_collections.ConfigDict | None = None) -> dict | None:
   """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
   every case under `data_root`), scores the labelled cases and writes the results.
-  `defaults` (the model's config file) fills keys the run's saved config predates."""
+  `defaults` (the model's config file) fills keys the run's saved config predates;
+  `skip_bad_cases` lists unusable cases and goes on without them."""
   config = files.read_config(workdir, defaults)
-  checkpointer = checkpointing.Checkpointer(workdir, create=False)
+  try:
+    checkpointer = checkpointing.Checkpointer(workdir, create=False)
+  except checkpointing.CheckpointDamaged as error:
+    raise checkpointing.CheckpointDamaged(
+        f'{error}; move it out of checkpoints/ to evaluate the others (train.py sets it aside '
+        'by itself on its next start)', error.step) from error
   step = checkpointing.checkpoint_step(checkpointer, checkpoint)
+  data_config = config.data.copy_and_resolve_references()
+  data_config.skip_bad_cases = skip_bad_cases or data_config.skip_bad_cases
   if data_root:
-    data_config = config.data.copy_and_resolve_references()
     data_config.root = data_root
-    data = load_splits(data_config, ('all',))['all']
     source = os.path.abspath(data_root)
     output_dir = output_dir or os.path.join(workdir, f'eval_{os.path.basename(source)}')
   else:
-    data = load_splits(config.data, (split,), files.read_splits(workdir))[split]
     source = f'{split} split'
     output_dir = output_dir or workdir
-  if config.data.root or data_root:
-    data_dir = os.path.abspath(os.path.expanduser(data_root or config.data.root))
+  if data_config.root:
+    data_dir = os.path.abspath(os.path.expanduser(data_config.root))
     if os.path.commonpath([os.path.abspath(output_dir), data_dir]) == data_dir:
-      raise ValueError(f'--output_dir {output_dir} is inside the data directory {data_dir}, '
-                       'which is never written; choose another')
+      raise WorkdirError(f'--output_dir {output_dir} is inside the data directory {data_dir}, '
+                         'which is never written; choose another')
+  files.prepare_workdir(output_dir, flag='--output_dir')  # before hours of predicting
+  if data_root:
+    data = load_splits(data_config, ('all',))['all']
+  else:
+    data = load_splits(data_config, (split,), files.read_splits(workdir))[split]
   image_size = tuple(config.data.image_size)
   mirror_axes = tuple(range(len(image_size))) if tta else tuple(config.eval.mirror_axes)
   model, _, abstract_state = setup_model(config, data)
   mesh = parallel.make_mesh()
   predictor = SlidingWindowPredictor.from_config(model, config.eval, image_size, mesh,
                                                  mirror_axes)
-  state, _ = checkpointing.restore_train_state(checkpointer, step, abstract_state,
-                                               parallel.replicated(mesh))
+  try:
+    state = checkpointing.restore_train_state(checkpointer, step, abstract_state,
+                                             parallel.replicated(mesh))['state']
+  except checkpointing.CheckpointDamaged as error:
+    others = [s for s in checkpointer.all_steps() if s != step]
+    raise checkpointing.CheckpointDamaged(
+        f'{error}; other checkpoints: {others or "none"} (--checkpoint=STEP)', step) from error
   print(f'{config.model.name}, checkpoint step {step} ({checkpoint}), {source}: '
         f'{len(data)} cases' + (f', mirroring TTA over axes {mirror_axes}' if mirror_axes else ''))
   writer = CaseOutputs(output_dir, data, num_figures, all_iterations)

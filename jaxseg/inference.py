@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxseg import parallel
 from jaxseg.data import sampling
+from jaxseg.errors import ConfigError
 
 
 def make_logits_fn(model, mesh: Mesh, mirror_axes=()):
@@ -60,7 +61,7 @@ def mirrored(logits_fn, mirror_axes):
 
 def check_mirror_axes(mirror_axes, rank: int) -> None:
   if any(not 0 <= a < rank for a in mirror_axes) or len(set(mirror_axes)) != len(mirror_axes):
-    raise ValueError(f'eval.mirror_axes={tuple(mirror_axes)}: need distinct spatial axes of '
+    raise ConfigError(f'eval.mirror_axes={tuple(mirror_axes)}: need distinct spatial axes of '
                      f'0..{rank - 1}')
 
 
@@ -115,9 +116,9 @@ class SlidingWindowPredictor:
   def __post_init__(self):
     object.__setattr__(self, 'window_size', tuple(self.window_size))
     if not 0 <= self.overlap < 1:
-      raise ValueError(f'eval.overlap must be in [0, 1), got {self.overlap}')
+      raise ConfigError(f'eval.overlap must be in [0, 1), got {self.overlap}')
     if self.batch_size < 1:
-      raise ValueError(f'eval.batch_size must be at least 1, got {self.batch_size}')
+      raise ConfigError(f'eval.batch_size must be at least 1, got {self.batch_size}')
     parallel.check_batch_size(self.batch_size, 'eval.batch_size')
 
   @classmethod

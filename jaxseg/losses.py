@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxseg.errors import ConfigError
+
 
 def soft_dice_loss(logits: jax.Array, targets: jax.Array, smooth: float = 1e-5) -> jax.Array:
   """1 - soft Dice per region, pooled over the batch and space, averaged over regions.
@@ -51,7 +53,7 @@ def iteration_weights(num_iterations: int, weights: Sequence[float] = ()) -> jax
   if not weights:
     return jnp.full((num_iterations,), 1.0 / num_iterations)
   if len(weights) != num_iterations or min(weights) < 0 or sum(weights) <= 0:
-    raise ValueError(f'loss.iteration_weights: need {num_iterations} non-negative weights '
+    raise ConfigError(f'loss.iteration_weights: need {num_iterations} non-negative weights '
                      f'(one per refinement iteration) with a positive sum, got {tuple(weights)}')
   weights = jnp.asarray(weights, jnp.float32)
   return weights / weights.sum()

@@ -12,6 +12,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxseg.errors import ConfigError
+
 
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
@@ -21,7 +23,7 @@ def initialize_distributed(coordinator_address: str | None = None,
   several tasks, TPU pod slices, Open MPI). A lone process starts nothing."""
   if coordinator_address or num_processes:
     if not (coordinator_address and num_processes and process_id is not None):
-      raise ValueError('--coordinator_address, --num_processes and --process_id go together')
+      raise ConfigError('--coordinator_address, --num_processes and --process_id go together')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   elif _launched_as_several_processes():
     jax.distributed.initialize()  # JAX reads the cluster's environment
@@ -43,7 +45,8 @@ def make_mesh() -> Mesh:
 def check_batch_size(batch_size: int, name: str) -> None:
   devices = jax.device_count()
   if batch_size % devices:
-    raise ValueError(f'{name}={batch_size} must be a multiple of the number of devices ({devices})')
+    raise ConfigError(f'{name}={batch_size} must be a multiple of the number of devices '
+                      f'({devices})')
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

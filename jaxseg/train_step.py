@@ -14,6 +14,7 @@ import ml_collections
 import optax
 
 from jaxseg import augment, losses, parallel
+from jaxseg.errors import ConfigError
 from jaxseg.train_state import TrainState, init_key, num_iterations
 
 
@@ -70,10 +71,10 @@ def check_batch(train_config: ml_collections.ConfigDict) -> None:
   """train.batch_size: split over every device, and into train.microbatches parts."""
   k, batch_size = train_config.microbatches, train_config.batch_size
   if batch_size < 1:
-    raise ValueError(f'train.batch_size must be at least 1, got {batch_size}')
+    raise ConfigError(f'train.batch_size must be at least 1, got {batch_size}')
   parallel.check_batch_size(batch_size, 'train.batch_size')
   if k < 1 or batch_size % (k * jax.device_count()):
-    raise ValueError(f'train.microbatches={k}: train.batch_size={batch_size} must be a '
+    raise ConfigError(f'train.microbatches={k}: train.batch_size={batch_size} must be a '
                      f'multiple of microbatches x devices ({k} x {jax.device_count()})')
 
 

@@ -5,6 +5,8 @@ read or any file written.
 """
 
 import os
+import signal
+import sys
 import time
 
 import jax
@@ -16,12 +18,10 @@ from jaxseg.data import (SegmentationData, case_ids_by_split, input_pipeline, lo
                          train_batches, train_iterator)
 from jaxseg.logs import MetricLogger
 from jaxseg.models import build_model, check_input_shape
-from jaxseg.train_state import learning_rate_schedule, setup_model
+from jaxseg.errors import ConfigError, NonFiniteError, Stopped
+from jaxseg.train_state import (learning_rate_schedule, make_optimiser, schedule_segments,
+                                setup_model)
 from jaxseg.train_step import make_train_step
-
-
-class NonFiniteError(ValueError):
-  """A non-finite loss or gradient stopped training; the message names the step."""
 
 
 # config keys read by the loop below; every other section is checked where it is used.
@@ -35,9 +35,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for key in _LOOP_COUNTS:
     section, name = key.split('.')
     if config[section][name] < 1:
-      raise ValueError(f'{key} must be at least 1, got {config[section][name]}')
+      raise ConfigError(f'{key} must be at least 1, got {config[section][name]}')
   if config.train.on_nonfinite not in ('stop', 'skip'):
-    raise ValueError(f"train.on_nonfinite must be 'stop' or 'skip', got "
+    raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                      f'{config.train.on_nonfinite!r}')
   model = build_model(config.model, num_outputs=1)
   check_input_shape(config.data.image_size, len(config.model.features), 'data.image_size')
@@ -65,7 +65,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data = load_splits(config.data)  # bad data stops the run before the workdir is touched
   train_data, val_data = data['train'], data['val']
   files.prepare_workdir(workdir)
-  checkpointer = checkpointing.Checkpointer(workdir)
+  warn = lambda line: print(f'warning: {line}', file=sys.stderr, flush=True)  # noqa: E731
+  checkpointer = checkpointing.open_for_training(workdir, warn)
   if checkpointer.latest_step() is not None:
     files.check_same_model(workdir, config)
   primary = jax.process_index() == 0  # files shared by all processes: written by one
@@ -76,14 +77,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
-  data_state = None
-  if checkpointer.latest_step() is not None:
-    state, _ = checkpointing.restore_train_state(checkpointer, checkpointer.latest_step(),
-                                                 abstract_state, replicated)
-    data_state = checkpointer.data_state(checkpointer.latest_step())
+  restored = checkpointing.restore_newest(checkpointer, abstract_state, replicated, warn)
+  if restored:
+    state, data_state = restored['state'], restored['data_iterator']
+    schedule = schedule_segments(config.train, restored['schedule'] or
+                                 _saved_schedule(workdir), int(state.step))
+    state = state.replace(tx=make_optimiser(config.train, schedule))
     print(f'Resuming from step {int(state.step)} in {workdir}')
   else:
-    state = jax.jit(init_state, out_shardings=replicated)()
+    state, data_state = jax.jit(init_state, out_shardings=replicated)(), None
+    schedule = schedule_segments(config.train)
   if primary:
     files.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -97,7 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = train_iterator(
       make_train_batches(config, train_data, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
-  schedule = learning_rate_schedule(config.train)
+  learning_rate = learning_rate_schedule(config.train, schedule)
   logger = MetricLogger(workdir) if primary else None
 
   start_step, num_steps = int(state.step), config.train.num_steps
@@ -105,64 +108,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   window_start, window_steps = time.perf_counter(), 0
   unchecked = []  # (step, device flag 'loss and gradient finite'), checked in batches
-  with preemption.SigtermRequest() as sigterm:
-    for step in range(start_step, num_steps):
-      batch = parallel.shard_batch(next(batches), mesh)
-      state, step_metrics = step_fn(state, batch)
-      completed = step + 1
-      window_steps += 1
-      progress.update(1)
-      unchecked.append((completed, step_metrics.pop('finite')))
+  completed, stop = start_step, False
+  try:
+    with preemption.SigtermRequest() as sigterm:
+      for step in range(start_step, num_steps):
+        batch = parallel.shard_batch(next(batches), mesh)
+        state, step_metrics = step_fn(state, batch)
+        completed = step + 1
+        window_steps += 1
+        progress.update(1)
+        unchecked.append((completed, step_metrics.pop('finite')))
 
-      # Read once: a SIGTERM that arrives while this step is logged or validated is
-      # acted on (saved, then stopped) at the next step, never stopped on unsaved.
-      stop = sigterm.requested
-      save = completed % config.checkpoint.every_steps == 0 or completed == num_steps or stop
-      log = completed % config.train.log_every_steps == 0 or completed == num_steps
-      validate = save or completed % config.eval.every_steps == 0
-      if log or validate:  # checked before anything is logged or saved
-        bad = [s for s, finite in unchecked if not bool(finite)]
-        unchecked.clear()
-        if bad and config.train.on_nonfinite == 'stop':
-          progress.close()
-          checkpointer.close()  # pending saves complete: the last good checkpoint is kept
-          raise NonFiniteError(
-              f'step {bad[0]}: non-finite loss or gradient; its update was not applied and '
-              f'training stopped. The last good checkpoint, step {checkpointer.latest_step()}, '
-              f'is kept in {workdir}. Lower train.learning_rate or check the data; '
-              '--config.train.on_nonfinite=skip skips such updates instead')
-        if bad:
-          progress.write(f'warning: non-finite loss or gradient at step(s) {bad}: '
-                         'update(s) skipped')
+        # Read once: a SIGTERM that arrives while this step is logged or validated is
+        # acted on (saved, then stopped) at the next step, never stopped on unsaved.
+        stop = sigterm.requested
+        save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps
+                or stop)
+        log = completed % config.train.log_every_steps == 0 or completed == num_steps
+        validate = save or completed % config.eval.every_steps == 0
+        if log or validate:  # checked before anything is logged or saved
+          bad = [s for s, finite in unchecked if not bool(finite)]
+          unchecked.clear()
+          if bad and config.train.on_nonfinite == 'stop':
+            checkpointer.close()  # pending saves complete: the last good checkpoint is kept
+            raise NonFiniteError(
+                f'step {bad[0]}: non-finite loss or gradient; its update was not applied and '
+                'training stopped. The last good checkpoint, step '
+                f'{checkpointer.latest_step()}, is kept in {workdir}. Lower '
+                'train.learning_rate or check the data; --config.train.on_nonfinite=skip '
+                'skips such updates instead')
+          if bad:
+            progress.write(f'warning: non-finite loss or gradient at step(s) {bad}: '
+                           'update(s) skipped')
 
-      if log:
-        scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
-        elapsed = time.perf_counter() - window_start
-        scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
-        scalars['learning_rate'] = float(schedule(completed))
-        progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
-                             img_s=f'{scalars["images_per_second"]:.1f}')
-        if logger:
-          logger.write(completed, 'train', scalars)
-        window_start, window_steps = time.perf_counter(), 0
+        if log:
+          scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
+          elapsed = time.perf_counter() - window_start
+          scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
+          scalars['learning_rate'] = float(learning_rate(completed - 1))  # of this step
+          progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
+                               img_s=f'{scalars["images_per_second"]:.1f}')
+          if logger:
+            logger.write(completed, 'train', scalars)
+          window_start, window_steps = time.perf_counter(), 0
 
-      if validate:
-        _, summary = evaluation.evaluate(predictor, state.params, val_data, with_hd95=False)
-        progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
-        if logger:
-          logger.write(completed, 'val', _val_scalars(summary))
-        if save:
-          # Every process's stream is at the same position: process 0's state serves all.
-          checkpointer.save(completed, state, summary, batches.get_state())
-        window_start, window_steps = time.perf_counter(), 0  # validation is not training time
-      if stop:
-        progress.write(f'SIGTERM: saved the checkpoint of step {completed}; run the same '
-                       'command again to resume from it')
-        break
-  progress.close()
+        if validate:
+          _, summary = evaluation.evaluate(predictor, state.params, val_data, with_hd95=False)
+          progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
+          if logger:
+            logger.write(completed, 'val', _val_scalars(summary))
+          if save:
+            # Every process's stream is at the same position: process 0's state serves all.
+            checkpointer.save(completed, state, summary, batches.get_state(), schedule)
+          window_start, window_steps = time.perf_counter(), 0  # validation is not training time
+        if stop:
+          break
+  except KeyboardInterrupt:
+    # No new save (it could take long): the last complete checkpoint is what resumes.
+    raise Stopped(f'interrupted (Ctrl-C) at step {completed}; '
+                  f'{_resumes_from(checkpointer, workdir)}', signal.SIGINT) from None
+  finally:
+    progress.close()
+    if logger:
+      logger.close()
   checkpointer.close()
-  if logger:
-    logger.close()
+  if stop:
+    raise Stopped(f'SIGTERM: saved the checkpoint of step {completed} in {workdir}; run the '
+                  'same command again to resume from it', signal.SIGTERM)
 
   best = checkpointer.best_step()
   summary = checkpointer.summary(best)
@@ -178,3 +190,17 @@ def _val_scalars(summary: dict) -> dict[str, float]:
   for name, values in summary['per_region'].items():
     scalars[f'dice_{name}'] = values['dice']
   return scalars
+
+
+def _resumes_from(checkpointer: checkpointing.Checkpointer, workdir: str) -> str:
+  kept = checkpointer.last_complete_step()
+  if kept is None:
+    return f'no checkpoint was complete: a rerun of the same command starts {workdir} afresh'
+  return (f'{workdir} resumes from step {kept}, its last complete checkpoint: run the same '
+          'command again')
+
+
+def _saved_schedule(workdir: str) -> list[dict]:
+  """The schedule of a checkpoint saved before schedules were saved: the one of the
+  config the run last started with."""
+  return schedule_segments(files.read_config(workdir).train)

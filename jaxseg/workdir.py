@@ -18,23 +18,23 @@ from typing import Any
 import jax
 import ml_collections
 
+from jaxseg.errors import WorkdirError
+
 CONFIG_FILE = 'config.json'
 SPLITS_FILE = 'splits.json'
 
 
-class WorkdirError(Exception):
-  """A workdir that cannot be used as it is; the message is one line for the user."""
 
-
-def prepare_workdir(workdir: str) -> None:
-  """Creates `workdir` and proves it writable, with one-line errors, before any compiling."""
+def prepare_workdir(workdir: str, flag: str = '--workdir') -> None:
+  """Creates `workdir` (or the directory of another `flag`) and proves it writable, with
+  one-line errors, before any compiling."""
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-'):
       pass
   except OSError as error:
-    raise WorkdirError(f'--workdir {workdir}: cannot be created or written '
-                          f'({error.strerror or error})') from None
+    raise WorkdirError(f'{flag} {workdir}: cannot be created or written '
+                       f'({error.strerror or error})') from None
 
 
 # Room needed beyond two copies of the state (latest and best) for logs and Orbax's
@@ -50,8 +50,8 @@ def check_free_space(workdir: str, abstract_state: Any) -> None:
   free = shutil.disk_usage(workdir).free
   if free < needed:
     raise WorkdirError(f'--workdir {workdir}: {free / 2**20:.0f} MiB free on its disk, but '
-                          f'checkpoints need about {needed / 2**20:.0f} MiB; free some space or '
-                          'choose another workdir')
+                       f'checkpoints need about {needed / 2**20:.0f} MiB; free some space or '
+                       'choose another workdir')
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -66,8 +66,7 @@ def read_config(workdir: str, defaults: ml_collections.ConfigDict | None = None
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
-  with open(path) as f:
-    saved = json.load(f)
+  saved = _read_json(path)
   if defaults is not None:
     saved = _merged(json.loads(defaults.to_json()), saved)
   return ml_collections.ConfigDict(saved)
@@ -110,7 +109,7 @@ def _get(config: dict, dotted: str):
 
 
 def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises CheckpointError when the workdir was trained with another model config."""
+  """Raises WorkdirError when the workdir was trained with another model config."""
   saved, current = _architecture(read_config(workdir)), _architecture(config)
   if saved != current:
     raise WorkdirError(
@@ -134,7 +133,7 @@ def record_splits(workdir: str, splits: dict[str, list[str]]) -> None:
   saved = read_splits(workdir)
   if saved is not None and saved != splits:
     changed = next(name for name in splits if saved.get(name) != splits[name])
-    raise ValueError(f'{path}: the {changed} cases differ from those this run started with '
+    raise WorkdirError(f'{path}: the {changed} cases differ from those this run started with '
                      '(did data.root, data.seed or the fold change?); use a new --workdir')
   if saved is None:
     with open(path, 'w') as f:
@@ -145,5 +144,14 @@ def read_splits(workdir: str) -> dict[str, list[str]] | None:
   path = os.path.join(workdir, SPLITS_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return _read_json(path)
+
+
+def _read_json(path: str):
+  """The JSON in `path`; a damaged file is a WorkdirError naming it."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+    raise WorkdirError(f'{path}: not valid JSON ({error}); restore it from a copy, or use a '
+                       'new --workdir') from None

@@ -42,9 +42,10 @@ def final_state(workdir, config):
   """(train state, validation summary) of the latest checkpoint of `workdir`."""
   checkpointer = checkpointing.Checkpointer(str(workdir), create=False)
   _, _, abstract_state = setup_model(config, load_splits(config.data, ('train',))['train'])
-  return checkpointing.restore_train_state(checkpointer, checkpointer.latest_step(),
-                                           abstract_state,
-                                           parallel.replicated(parallel.make_mesh()))
+  restored = checkpointing.restore_train_state(checkpointer, checkpointer.latest_step(),
+                                               abstract_state,
+                                               parallel.replicated(parallel.make_mesh()))
+  return restored['state'], restored['summary']
 
 
 def flat_params(state) -> np.ndarray:

@@ -19,7 +19,8 @@ def cache_dir(tmp_path):
 
 
 def prepare(root, cache_dir, skip=False):
-  return cache.prepare(str(root), cache_dir, num_workers=0, skip_bad_cases=skip)
+  """(layout, usable cases) of `root`."""
+  return cache.prepare(str(root), cache_dir, num_workers=0, skip_bad_cases=skip)[:2]
 
 
 @pytest.mark.parametrize('layout', ['brats2021', 'brats2023', 'decathlon'])
@@ -236,7 +237,9 @@ def test_skip_bad_cases_lists_and_skips_them(tmp_path, cache_dir, capsys):
   other.write_bytes(b'garbage')
   with pytest.raises(brats.DataError) as error:
     prepare(root, cache_dir)
-  assert_mentions(str(error.value), 'missing flair', 'skip_bad_cases=True')
+  # The hint fits both programs: eval.py has no --config flags.
+  assert_mentions(str(error.value), 'missing flair', '--config.data.skip_bad_cases=True',
+                  'eval.py --skip_bad_cases')
   _, cases = prepare(root, cache_dir, skip=True)
   assert [c.case_id for c in cases] == ['BraTS2021_00000']
   err = capsys.readouterr().err

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import assert_mentions
 from jaxseg.data import load_splits
 from jaxseg.data.folders import load_image_folder
+from jaxseg.errors import DataError
 
 SEED_2D = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'seed_2d')
 
@@ -46,20 +48,35 @@ def test_label_index_masks_and_rgb_images(tmp_path):
 def test_bad_folders_name_the_file(tmp_path):
   write_folder(tmp_path, [np.zeros((40, 40))] * 2)
   os.remove(tmp_path / 'masks' / 'case1.png')
-  with pytest.raises(ValueError, match='case1.png: no mask with the same name'):
+  with pytest.raises(DataError, match='case1.png: no mask with the same name'):
     load_image_folder(str(tmp_path), (20, 20))
   Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / 'masks' / 'case1.png')
-  with pytest.raises(ValueError, match='case1.png: mask size'):
+  with pytest.raises(DataError, match='case1.png: mask size'):
     load_image_folder(str(tmp_path), (20, 20))
   (tmp_path / 'masks' / 'case1.png').write_bytes(b'not a png')
-  with pytest.raises(ValueError, match='case1.png: unreadable image'):
+  with pytest.raises(DataError, match='case1.png: unreadable image'):
     load_image_folder(str(tmp_path), (20, 20))
+
+
+def test_a_mask_of_no_kind_is_named_with_its_values(tmp_path):
+  labels = np.zeros((40, 40))
+  labels[:10], labels[30:] = 1, 2
+  binary = np.where(labels > 0, 255, 0)
+  write_folder(tmp_path, [labels, binary, labels])  # label indices and 0/255 mixed
+  with pytest.raises(DataError) as error:
+    load_image_folder(str(tmp_path), (20, 20))
+  assert_mentions(str(error.value), 'case1.png', '[0, 255]', 'case0.png')
+  graded = np.tile(np.arange(40) * 6, (40, 1))  # anti-aliased edges: 40 grey levels
+  Image.fromarray(graded.astype(np.uint8)).save(tmp_path / 'masks' / 'case2.png')
+  with pytest.raises(DataError) as error:
+    load_image_folder(str(tmp_path), (40, 40))
+  assert_mentions(str(error.value), 'case2.png', '[0, 6, 12, ')
 
 
 def test_empty_image_folder_is_named(tmp_path):
   (tmp_path / 'images').mkdir()
   (tmp_path / 'masks').mkdir()
-  with pytest.raises(ValueError, match=r'no images \(.png.*\) in .*images'):
+  with pytest.raises(DataError, match=r'no images \(.png.*\) in .*images'):
     load_image_folder(str(tmp_path), (20, 20))
 
 

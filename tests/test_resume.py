@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, assert_mentions, assert_one_line_error, final_state, run
-from jaxseg import checkpointing, eval_workdir, training, workdir as files
+from jaxseg import checkpointing, errors, eval_workdir, training, workdir as files
 
 # A tiny LSTM-U-Net run with a checkpoint every 4 steps.
 OVERRIDES = ['--config.data.image_size=(32, 32)', '--config.data.num_train_cases=4',
@@ -179,6 +179,8 @@ def test_sigterm_during_a_validation_still_saves_before_stopping(
     os.kill(os.getpid(), signal.SIGTERM)
     return result
   monkeypatch.setattr(training.evaluation, 'evaluate', evaluate_then_sigterm)
-  training.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(errors.Stopped) as stopped:
+    training.train_and_evaluate(config, str(tmp_path))
   assert checkpointing.Checkpointer(str(tmp_path), create=False).latest_step() == 3
-  assert 'SIGTERM: saved the checkpoint of step 3' in capsys.readouterr().out
+  assert 'SIGTERM: saved the checkpoint of step 3' in str(stopped.value)
+  assert stopped.value.exit_status == 128 + signal.SIGTERM

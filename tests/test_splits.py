@@ -5,6 +5,7 @@ import pytest
 
 from jaxseg import workdir
 from jaxseg.data import splits
+from jaxseg.errors import ConfigError, DataError, WorkdirError
 
 IDS = [f'case{i:02d}' for i in range(10)]
 
@@ -38,8 +39,16 @@ def test_k_folds_partition_the_cases():
     ({'val_fraction': 1.0}, 'data.val_fraction must be between 0 and 1'),
 ])
 def test_bad_split_settings(overrides, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ConfigError, match=message):
     splits.compute_split(IDS, _config(**overrides))
+
+
+def test_too_few_cases_and_a_missing_recorded_case_are_data_errors():
+  with pytest.raises(DataError, match=r'data.root: 1 labelled case\(s\) are too few'):
+    splits.compute_split(IDS[:1], _config())
+  recorded = splits.compute_split(IDS, _config())
+  with pytest.raises(DataError, match=f'case {recorded["val"][0]} of the recorded split'):
+    splits.choose_split([c for c in IDS if c != recorded['val'][0]], _config(), recorded)
 
 
 def test_record_refuses_a_different_split(tmp_path):
@@ -47,5 +56,5 @@ def test_record_refuses_a_different_split(tmp_path):
   workdir.record_splits(str(tmp_path), split)
   workdir.record_splits(str(tmp_path), split)  # the same split again: fine
   assert workdir.read_splits(str(tmp_path)) == split
-  with pytest.raises(ValueError, match='(train|val) cases differ'):
+  with pytest.raises(WorkdirError, match='(train|val) cases differ'):
     workdir.record_splits(str(tmp_path), splits.compute_split(IDS, _config(num_folds=5, fold=1)))

@@ -17,6 +17,13 @@ same way for every layout. `Layout.from_canonical` maps predictions back to the
 layout's own label values. A case without a segmentation is unlabelled. Reading a
 case's files is nifti_case.py's.
 
+Case folders of the BraTS layouts are the non-hidden subdirectories of `data.root` that
+hold NIfTI files; hidden folders ('.x') and folders without NIfTI files are ignored.
+A root mixing BraTS 2021 and 2023 case folders is refused (one layout would be read
+and the other's cases dropped). A folder with NIfTI files not named as a case folder
+of the layout is a problem of that folder, like a case missing a modality: fatal, or
+listed and skipped with data.skip_bad_cases.
+
 Every problem with a file raises `DataError` with one line naming the file.
 """
 
@@ -27,13 +34,11 @@ import re
 
 import numpy as np
 
+from jaxseg.errors import DataError  # noqa: F401  (brats.DataError, as before)
+
 CHANNELS = ('t1', 't1ce', 't2', 'flair')
 CANONICAL_LABELS = {'necrotic_core': 1, 'oedema': 2, 'enhancing_tumour': 3}
 NIFTI_SUFFIXES = ('.nii.gz', '.nii')
-
-
-class DataError(ValueError):
-  """A problem with the user's data; the message is one line naming the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,23 +94,44 @@ def _find(directory: str, stem: str) -> str | None:
   return None
 
 
+def _folder_layouts(directory: str) -> set[str]:
+  """The BraTS layouts whose case-file naming the NIfTI files of `directory` follow."""
+  name = os.path.basename(directory)
+  found = set()
+  for file_name in os.listdir(directory):
+    stem = _nifti_stem(file_name)
+    for layout, suffixes in _SUFFIXES.items():
+      if stem and stem.startswith(name) and stem[len(name):] in suffixes:
+        found.add(layout)
+  return found
+
+
+def _case_folders(root: str) -> list[os.DirEntry]:
+  """Subdirectories of `root` that may be case folders: not hidden, sorted by name."""
+  return sorted((e for e in os.scandir(root) if e.is_dir() and not e.name.startswith('.')),
+                key=lambda e: e.name)
+
+
 def detect_layout(root: str) -> str | None:
-  """'brats2021', 'brats2023', 'decathlon', 'folders' or None (nothing recognised)."""
+  """'brats2021', 'brats2023', 'decathlon', 'folders' or None (nothing recognised).
+
+  Raises DataError when `root` holds case folders of both BraTS layouts.
+  """
   if os.path.isfile(os.path.join(root, 'dataset.json')) and (
       os.path.isdir(os.path.join(root, 'imagesTr')) or
       os.path.isdir(os.path.join(root, 'imagesTs'))):
     return 'decathlon'
   if os.path.isdir(os.path.join(root, 'images')):
     return 'folders'
-  for entry in sorted(os.scandir(root), key=lambda e: e.name):
-    if not entry.is_dir():
-      continue
-    for name in os.listdir(entry.path):
-      stem = _nifti_stem(name)
-      for layout, suffixes in _SUFFIXES.items():
-        if stem and stem.startswith(entry.name) and stem[len(entry.name):] in suffixes:
-          return layout
-  return None
+  example = {}  # layout -> its first case folder
+  for entry in _case_folders(root):
+    for layout in _folder_layouts(entry.path):
+      example.setdefault(layout, entry.name)
+  if len(example) > 1:
+    raise DataError(f'data.root: {root} mixes case folders of the BraTS 2021 layout '
+                    f'({example["brats2021"]}) and the BraTS 2023 layout '
+                    f'({example["brats2023"]}); give one layout per data.root')
+  return next(iter(example), None)
 
 
 def discover(root: str) -> tuple[Layout, list[CaseFiles], list[tuple[str, str]]]:
@@ -134,12 +160,15 @@ def discover(root: str) -> tuple[Layout, list[CaseFiles], list[tuple[str, str]]]
 def _discover_brats(root: str, layout: str):
   suffixes = _SUFFIXES[layout]
   cases, problems = [], []
-  for entry in sorted(os.scandir(root), key=lambda e: e.name):
-    if not entry.is_dir() or entry.name.startswith('.'):
-      continue
+  for entry in _case_folders(root):
     found = [_find(entry.path, entry.name + suffix) for suffix in suffixes]
     if not any(found):
-      continue  # not a case folder
+      nifti = sorted(n for n in os.listdir(entry.path) if _nifti_stem(n))
+      if nifti:  # renamed folder or files: reported, never dropped silently
+        problems.append((entry.name, f'{entry.path}: not a {layout} case folder: its NIfTI '
+                                      f'files ({nifti[0]}, ...) are not named '
+                                      f'{entry.name}{suffixes[1]}.nii.gz and so on'))
+      continue
     missing = [CHANNELS[i] for i, path in enumerate(found[:4]) if path is None]
     if missing:
       expected = entry.name + suffixes[CHANNELS.index(missing[0])] + '.nii.gz'

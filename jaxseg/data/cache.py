@@ -9,7 +9,9 @@ An entry's directory name contains a hash of its source files (path, size, mtime
 the layout's label mapping and CACHE_VERSION, so a changed file or setting never
 reuses a stale entry. Entries are written into a temporary directory and renamed
 into place, so an interrupted run never leaves a half-written entry that is trusted.
-Nothing is written next to the source data.
+An entry damaged later (garbled meta.json, a truncated or deleted .npy; never unpickled)
+is rebuilt from its source files: the cache is ours, so that is neither an error nor
+trusted. Nothing is written next to the source data.
 """
 
 import concurrent.futures
@@ -26,10 +28,14 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxseg.data import brats, nifti_case
+from jaxseg.errors import DataError
 
 CACHE_VERSION = 2
 # Foreground voxels remembered per label for oversampling (as nnU-Net's class locations).
 MAX_FOREGROUND_VOXELS = 10_000
+# What preprocess_case writes into meta.json; eval.py needs each of them.
+META_KEYS = ('case_id', 'layout', 'images', 'seg', 'original_shape', 'affine', 'spacing',
+             'crop_start', 'crop_stop', 'label_mapping')
 
 
 def cache_directory(configured: str | None) -> str:
@@ -74,7 +80,7 @@ def brain_crop(image: np.ndarray) -> tuple[slice, ...]:
   """Bounding box of the voxels that are non-zero in any channel of (*spatial, C)."""
   brain = np.any(image != 0, axis=-1)
   if not brain.any():
-    raise brats.DataError('every voxel is zero')
+    raise DataError('every voxel is zero')
   box = []
   for axis in range(brain.ndim):
     hits = np.flatnonzero(np.any(brain, axis=tuple(a for a in range(brain.ndim) if a != axis)))
@@ -109,8 +115,8 @@ def preprocess_case(case: brats.CaseFiles, layout: brats.Layout, directory: str)
   image, labels, reference = nifti_case.read_case(case, layout)
   try:
     box = brain_crop(image)
-  except brats.DataError as error:
-    raise brats.DataError(f'{case.images[0]}: {error}') from None
+  except DataError as error:
+    raise DataError(f'{case.images[0]}: {error}') from None
   image = normalise(image[box])
   meta = {'case_id': case.case_id, 'layout': layout.name, 'images': list(case.images),
           'seg': case.seg, 'original_shape': list(reference.shape[:3]),
@@ -145,47 +151,76 @@ def _preprocess_or_error(case, layout, directory) -> str | None:
   """Worker entry point: None on success, else the one-line problem."""
   try:
     preprocess_case(case, layout, directory)
-  except brats.DataError as error:
+  except DataError as error:
     return str(error)
   return None
 
 
+def damage(directory: str, labelled: bool) -> str | None:
+  """What is wrong with the cache entry `directory`, or None: meta.json parses with its
+  keys, and each .npy opens (header intact, file as long as the header says)."""
+  names = ('image', 'labels', 'foreground') if labelled else ('image',)
+  try:
+    with open(os.path.join(directory, 'meta.json')) as f:
+      meta = json.load(f)
+    arrays = [np.load(os.path.join(directory, f'{name}.npy'), mmap_mode='r') for name in names]
+  except (OSError, ValueError, EOFError) as error:  # missing, garbled or truncated files
+    return f'{type(error).__name__}: {error}'.splitlines()[0]
+  if not isinstance(meta, dict) or not set(META_KEYS) <= set(meta):
+    return 'meta.json lacks keys'
+  if arrays[0].ndim < 3 or (labelled and arrays[1].shape != arrays[0].shape[:-1]):
+    return 'array shapes do not fit together'
+  return None
+
+
 def prepare(root: str, cache_dir: str | None, num_workers: int, skip_bad_cases: bool
-            ) -> tuple[brats.Layout, list[CachedCase]]:
+            ) -> tuple[brats.Layout, list[CachedCase], list[tuple[str, str]]]:
   """Discovers, checks and preprocesses (where not cached yet) every case under `root`.
 
   A bad case raises DataError naming its file, before any case is trained on; with
-  `skip_bad_cases` every bad case is listed on stderr and left out instead.
+  `skip_bad_cases` every bad case is listed on stderr and left out instead. Returns
+  (layout, usable cases, skipped bad cases as (case id, problem)).
   """
   root = os.path.abspath(os.path.expanduser(root))
   layout, cases, problems = brats.discover(root)
   entries_dir = os.path.join(cache_directory(cache_dir), 'cases')
   if os.path.commonpath([entries_dir, root]) == root:
-    raise brats.DataError(f'data.cache_dir: {entries_dir} is inside data.root; the source '
-                          'directory is never written, choose another cache directory')
+    raise DataError(f'data.cache_dir: {entries_dir} is inside data.root; the source '
+                    'directory is never written, choose another cache directory')
   entries = {case.case_id: os.path.join(entries_dir, _entry_name(case, layout))
              for case in cases}
-  todo = [case for case in cases if not os.path.isdir(entries[case.case_id])]
-  print(f'{root}: {layout.name} layout, {len(cases)} case(s); preprocessed cache in '
-        f'{entries_dir}' + (f' ({len(todo)} to preprocess)' if todo else ''))
+  todo = []
+  for case in cases:
+    directory = entries[case.case_id]
+    if not os.path.isdir(directory):
+      todo.append(case)
+    elif (why := damage(directory, case.seg is not None)) is not None:
+      print(f'note: rebuilding damaged cache entry {directory} ({why})', file=sys.stderr)
+      shutil.rmtree(directory)
+      todo.append(case)
+  num_bad = f' ({len(problems)} bad)' if problems else ''
+  print(f'{root}: {layout.name} layout, {len(cases) + len(problems)} case(s){num_bad}; '
+        f'preprocessed cache in {entries_dir}' + (f' ({len(todo)} to preprocess)' if todo else ''))
   if problems and not skip_bad_cases:
-    raise brats.DataError(_problem_line(problems))
+    raise DataError(_problem_line(problems))
   if todo:
     problems += _run_all(todo, layout, entries, num_workers, stop_early=not skip_bad_cases)
   if problems and not skip_bad_cases:
-    raise brats.DataError(_problem_line(problems))
+    raise DataError(_problem_line(problems))
   for _, message in problems:
     print(f'warning: skipping bad case: {message}', file=sys.stderr)
   bad = {case_id for case_id, _ in problems}
   kept = [CachedCase(c.case_id, entries[c.case_id]) for c in cases if c.case_id not in bad]
   if not kept:
-    raise brats.DataError(f'data.root: {root}: no usable cases')
-  return layout, kept
+    raise DataError(f'data.root: {root}: no usable cases')
+  return layout, kept, problems
 
 
 def _problem_line(problems: list[tuple[str, str]]) -> str:
   more = f'{len(problems) - 1} more bad case(s); ' if len(problems) > 1 else ''
-  return f'{problems[0][1]} ({more}--config.data.skip_bad_cases=True skips bad cases)'
+  # One hint for both programs: eval.py has no --config flags.
+  return (f'{problems[0][1]} ({more}data.skip_bad_cases skips bad cases: train.py '
+          '--config.data.skip_bad_cases=True, eval.py --skip_bad_cases)')
 
 
 def _run_all(todo, layout, entries, num_workers: int, stop_early: bool):

@@ -17,6 +17,7 @@ import numpy as np
 from jaxseg.data import sampling
 from jaxseg.data.dataset import SegmentationData
 from jaxseg.data.regions import region_masks
+from jaxseg.errors import ConfigError
 
 
 class _SampleWindow:
@@ -44,8 +45,8 @@ def train_batches(data: SegmentationData, *, batch_size: int, window_size: Seque
   tumour, so a case gives different patches on each visit.
   """
   if batch_size % process_count:
-    raise ValueError(f'train.batch_size={batch_size} does not divide over {process_count} '
-                     'processes')
+    raise ConfigError(f'train.batch_size={batch_size} does not divide over {process_count} '
+                      'processes')
   sample = _SampleWindow(data, tuple(window_size), foreground_fraction)
   # 'Endless': 2^40 samples. grain's unbounded repeat(None) overflows len() after a
   # batch of 1 (one row per process), so the count is finite.
@@ -58,11 +59,11 @@ def train_batches(data: SegmentationData, *, batch_size: int, window_size: Seque
 def check_config(data_config: ml_collections.ConfigDict) -> None:
   """The `config.data` keys of the input pipeline."""
   if data_config.num_workers < 0 or data_config.prefetch < 1:
-    raise ValueError(f'data.num_workers must be >= 0 and data.prefetch >= 1, got '
-                     f'{data_config.num_workers} and {data_config.prefetch}')
+    raise ConfigError(f'data.num_workers must be >= 0 and data.prefetch >= 1, got '
+                      f'{data_config.num_workers} and {data_config.prefetch}')
   if not 0 <= data_config.foreground_fraction <= 1:
-    raise ValueError('data.foreground_fraction must be in [0, 1], got '
-                     f'{data_config.foreground_fraction}')
+    raise ConfigError('data.foreground_fraction must be in [0, 1], got '
+                      f'{data_config.foreground_fraction}')
 
 
 def train_iterator(batches: grain.MapDataset, num_workers: int, prefetch: int,

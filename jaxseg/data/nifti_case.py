@@ -1,7 +1,7 @@
 """Reading one case's NIfTI files into arrays, with every check a damaged or mismatched
 file needs: unreadable or truncated data, NaN or infinite voxels, shapes and affines
 that differ between a case's files, label values outside the layout's. Each problem
-raises `brats.DataError` with one line naming the file.
+raises `DataError` with one line naming the file.
 """
 
 import os
@@ -9,7 +9,8 @@ import os
 import nibabel as nib
 import numpy as np
 
-from jaxseg.data.brats import CaseFiles, DataError, Layout
+from jaxseg.data.brats import CaseFiles, Layout
+from jaxseg.errors import DataError
 
 
 def _load(path: str) -> nib.Nifti1Image:

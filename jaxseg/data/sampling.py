@@ -10,12 +10,14 @@ that small sub-regions such as enhancing tumour are seen often enough.
 
 import numpy as np
 
+from jaxseg.errors import ConfigError
+
 
 def window_shape(patch: tuple[int, ...], volume_rank: int) -> tuple[int, ...]:
   """The window cut from a volume of `volume_rank` for a model on `patch`-sized inputs."""
   if volume_rank not in (len(patch), len(patch) + 1):
-    raise ValueError(f'data.image_size {tuple(patch)} ({len(patch)}D) does not fit '
-                     f'{volume_rank}D volumes')
+    raise ConfigError(f'data.image_size {tuple(patch)} ({len(patch)}D) does not fit '
+                      f'{volume_rank}D volumes')
   return tuple(patch) + (1,) * (volume_rank - len(patch))
 
 

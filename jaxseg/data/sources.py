@@ -1,7 +1,9 @@
 """The data sets a config describes: `load_splits(config.data)` gives a
 `SegmentationData` per split from one of three sources: the embedded synthetic data (no
 data.root), 2D image folders, or BraTS NIfTI volumes (preprocessed once into a cache and
-memory-mapped, see cache.py). Splits are by case (splits.py)."""
+memory-mapped, see cache.py). Splits are by case (splits.py). When training, every case
+of data.root that neither trains nor validates (no segmentation, bad and skipped, not in
+the run's recorded split) is accounted for in one printed line."""
 
 import os
 from typing import Sequence
@@ -12,6 +14,7 @@ import numpy as np
 from jaxseg.data import brats, cache, folders, splits, synthetic
 from jaxseg.data.dataset import SegmentationData
 from jaxseg.data.regions import BRATS_2023_REGIONS
+from jaxseg.errors import ConfigError, DataError
 
 
 def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
@@ -21,10 +24,11 @@ def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
   instead of computing the split afresh."""
   image_size = tuple(data_config.image_size)
   if len(image_size) not in (2, 3) or min(image_size) < 8:
-    raise ValueError(f'data.image_size: need 2 or 3 sizes of at least 8, got {image_size}')
+    raise ConfigError(f'data.image_size: need 2 or 3 sizes of at least 8, got {image_size}')
   if not data_config.root:
     if 'all' in names:
-      raise ValueError('the embedded data has no directory to predict; give a data root')
+      raise ConfigError('data.root is not set: the embedded data has no directory to '
+                        'predict; give a data root')
     return {name: _synthetic(data_config, name, image_size) for name in names}
   root = os.path.abspath(os.path.expanduser(data_config.root))
   if os.path.isdir(root) and brats.detect_layout(root) == 'folders':
@@ -35,8 +39,8 @@ def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
 def _synthetic(data_config, split: str, image_size) -> SegmentationData:
   num_cases = {'train': data_config.num_train_cases, 'val': data_config.num_val_cases}[split]
   if num_cases < 1:
-    raise ValueError(f'data.root is not set and data.num_{split}_cases={num_cases}: set '
-                     '--config.data.root=/path/to/data, or a number of embedded cases')
+    raise ConfigError(f'data.root is not set and data.num_{split}_cases={num_cases}: set '
+                      '--config.data.root=/path/to/data, or a number of embedded cases')
   images, labels, case_ids = synthetic.synthetic_split(image_size, data_config.seed, split,
                                                        num_cases)
   return SegmentationData(images, labels, tuple(case_ids), ((1.0,) * len(image_size),) * num_cases,
@@ -45,7 +49,7 @@ def _synthetic(data_config, split: str, image_size) -> SegmentationData:
 
 def _folder_splits(data_config, root, image_size, names, recorded):
   if len(image_size) != 2:
-    raise ValueError(f'data.image_size: 2D image folders need 2 sizes, got {image_size}')
+    raise ConfigError(f'data.image_size: 2D image folders need 2 sizes, got {image_size}')
   images, labels, case_ids, regions = folders.load_image_folder(root, image_size)
   channels = ('gray',) if images.shape[-1] == 1 else ('red', 'green', 'blue')
   ids = {'all': case_ids}
@@ -63,23 +67,25 @@ def _nifti_splits(data_config, root, names, recorded):
   channel_index = []
   for name in data_config.modalities:
     if name not in brats.CHANNELS:
-      raise ValueError(f'data.modalities: unknown modality {name!r}; choose from '
-                       f'{", ".join(brats.CHANNELS)}')
+      raise ConfigError(f'data.modalities: unknown modality {name!r}; choose from '
+                        f'{", ".join(brats.CHANNELS)}')
     channel_index.append(brats.CHANNELS.index(name))
   workers = data_config.preprocess_workers
   if (workers or 0) < 0:
-    raise ValueError(f'data.preprocess_workers must be >= 0, got {workers}')
-  _, cases = cache.prepare(root, data_config.cache_dir,
-                           os.cpu_count() if workers is None else workers,
-                           data_config.skip_bad_cases)
+    raise ConfigError(f'data.preprocess_workers must be >= 0, got {workers}')
+  _, cases, skipped = cache.prepare(root, data_config.cache_dir,
+                                    os.cpu_count() if workers is None else workers,
+                                    data_config.skip_bad_cases)
   by_id = {case.case_id: case for case in cases}
   labelled = [case.case_id for case in cases if case.labelled]
   if names == ('all',):
     ids = {'all': list(by_id)}
   elif not labelled:
-    raise brats.DataError(f'data.root: {root}: no case has a segmentation to train on')
+    raise DataError(f'data.root: {root}: no case has a segmentation to train on')
   else:
     ids = {**splits.choose_split(labelled, data_config, recorded), 'all': list(by_id)}
+    if 'train' in names and (line := _unused_line(root, cases, skipped, ids)):
+      print(line)
   out = {}
   for name in names:
     chosen = [by_id[c] for c in ids[name]]
@@ -90,6 +96,26 @@ def _nifti_splits(data_config, root, names, recorded):
         tuple(data_config.modalities), _CachedArrays(chosen, 'foreground'), tuple(metas),
         origin='nifti')
   return out
+
+
+def _unused_line(root: str, cases: list[cache.CachedCase], skipped: list[tuple[str, str]],
+                 ids: dict[str, list[str]]) -> str | None:
+  """The line that accounts for every case of `root` in neither training nor validation
+  (so the counts train.py prints add up), or None when every case is used."""
+  used = set(ids['train']) | set(ids['val'])
+  unlabelled = [c.case_id for c in cases if not c.labelled]
+  unsplit = [c.case_id for c in cases if c.labelled and c.case_id not in used]
+  parts = [f'{len(found)} {why} ({_some(found)})' for found, why in (
+      (unlabelled, 'without a segmentation'), ([c for c, _ in skipped], 'bad, skipped'),
+      (unsplit, "not in the run's recorded split (splits.json)")) if found]
+  if not parts:
+    return None
+  return (f'{root}: {len(used)} of {len(cases) + len(skipped)} case(s) train or validate; '
+          f'not trained on: {"; ".join(parts)}')
+
+
+def _some(case_ids: list[str], limit: int = 3) -> str:
+  return ', '.join(case_ids[:limit]) + (', ...' if len(case_ids) > limit else '')
 
 
 def case_ids_by_split(data: dict[str, SegmentationData]) -> dict[str, list[str]]:

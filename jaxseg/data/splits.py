@@ -10,6 +10,8 @@ is never in both. The split of a run is recorded in `<workdir>/splits.json`
 import ml_collections
 import numpy as np
 
+from jaxseg.errors import ConfigError, DataError
+
 
 def compute_split(case_ids, data_config: ml_collections.ConfigDict) -> dict[str, list[str]]:
   """{'train': [...], 'val': [...]}: a new split of the (labelled) case ids."""
@@ -18,19 +20,19 @@ def compute_split(case_ids, data_config: ml_collections.ConfigDict) -> dict[str,
   num_folds, fold = data_config.num_folds, data_config.fold
   if num_folds:
     if not 2 <= num_folds <= len(case_ids):
-      raise ValueError(f'data.num_folds={num_folds}: need between 2 and the number of '
-                       f'labelled cases ({len(case_ids)})')
+      raise ConfigError(f'data.num_folds={num_folds}: need between 2 and the number of '
+                        f'labelled cases ({len(case_ids)})')
     if not 0 <= fold < num_folds:
-      raise ValueError(f'data.fold={fold}: must be in 0..{num_folds - 1}')
+      raise ConfigError(f'data.fold={fold}: must be in 0..{num_folds - 1}')
     val = np.array_split(order, num_folds)[fold]
   else:
     fraction = data_config.val_fraction
     if not 0 < fraction < 1:
-      raise ValueError(f'data.val_fraction must be between 0 and 1, got {fraction}')
+      raise ConfigError(f'data.val_fraction must be between 0 and 1, got {fraction}')
     num_val = max(1, round(fraction * len(case_ids)))
     if num_val >= len(case_ids):
-      raise ValueError(f'data.root: {len(case_ids)} labelled case(s) are too few to split '
-                       f'into training and validation (data.val_fraction={fraction})')
+      raise DataError(f'data.root: {len(case_ids)} labelled case(s) are too few to split '
+                      f'into training and validation (data.val_fraction={fraction})')
     val = order[:num_val]
   val_ids = {case_ids[i] for i in val}
   return {'train': [c for c in case_ids if c not in val_ids],
@@ -45,5 +47,5 @@ def choose_split(case_ids, data_config: ml_collections.ConfigDict,
     return compute_split(case_ids, data_config)
   unknown = sorted(set(recorded['train'] + recorded['val']) - set(case_ids))
   if unknown:
-    raise ValueError(f'data.root: case {unknown[0]} of the recorded split is missing')
+    raise DataError(f'data.root: case {unknown[0]} of the recorded split is missing')
   return recorded

@@ -6,6 +6,7 @@ body both models share) and, for the LSTM-U-Net, those of `LSTMUNet`.
 
 import ml_collections
 
+from jaxseg.errors import ConfigError
 from jaxseg.models.convlstm import ConvLSTMCell
 from jaxseg.models.layers import resolve_conv3d
 from jaxseg.models.lstm_unet import LSTMUNet
@@ -21,7 +22,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_outputs: int):
   Every value is checked here, when the module is built, not when it first runs.
   """
   if model_config.name not in MODELS:
-    raise ValueError(f'model.name: unknown model {model_config.name!r}; choose one of {MODELS}')
+    raise ConfigError(f'model.name: unknown model {model_config.name!r}; choose one of {MODELS}')
   settings = UNetSettings.from_config(model_config, num_outputs)
   if model_config.name == 'unet':
     return UNet(settings)

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.errors import ConfigError
+
 Dtype = Any
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -28,7 +30,8 @@ CONV3D_METHODS = ('native', 'depth_folded')
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name not in ACTIVATIONS:
-    raise ValueError(f'model.activation: unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}')
+    raise ConfigError(f'model.activation: unknown activation {name!r}; choose one of '
+                      f'{sorted(ACTIVATIONS)}')
   return ACTIVATIONS[name]
 
 
@@ -67,17 +70,17 @@ class Norm(nn.Module):
 
 def check_norm(kind: str) -> None:
   if kind not in NORMS:
-    raise ValueError(f'model.norm: unknown normalisation {kind!r}; choose one of {NORMS}')
+    raise ConfigError(f'model.norm: unknown normalisation {kind!r}; choose one of {NORMS}')
 
 
 def check_upsampling(method: str) -> None:
   if method not in UPSAMPLINGS:
-    raise ValueError(f'model.upsampling: unknown method {method!r}; choose one of {UPSAMPLINGS}')
+    raise ConfigError(f'model.upsampling: unknown method {method!r}; choose one of {UPSAMPLINGS}')
 
 
 def check_conv3d(method: str) -> None:
   if method not in CONV3D_METHODS:
-    raise ValueError(f'model.conv3d: unknown method {method!r}; choose one of '
+    raise ConfigError(f'model.conv3d: unknown method {method!r}; choose one of '
                      f'{("auto",) + CONV3D_METHODS}')
 
 

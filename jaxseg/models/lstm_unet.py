@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.errors import ConfigError
 from jaxseg.models.convlstm import Carry, ConvLSTMCell
 from jaxseg.models.unet import (Outputs, UNetBody, UNetSettings, check_lstm_locations,
                                 location_level)
@@ -45,7 +46,7 @@ class LSTMUNet(nn.Module):
   def __post_init__(self):
     # At construction: build_model refuses bad values before any file is written.
     if self.num_iterations < 1:
-      raise ValueError(f'model.num_iterations must be at least 1, got {self.num_iterations}')
+      raise ConfigError(f'model.num_iterations must be at least 1, got {self.num_iterations}')
     check_lstm_locations(self.lstm_at, len(self.settings.features))
     super().__post_init__()
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxseg.errors import ConfigError
 from jaxseg.models import layers
 from jaxseg.models.convlstm import Carry, ConvLSTMCell
 from jaxseg.models.layers import ConvBlock, Upsample, downsample
@@ -40,7 +41,7 @@ def check_input_shape(spatial: Sequence[int], num_levels: int,
   """Each size must halve num_levels - 1 times; `what` names the sizes in the message."""
   factor = 2**(num_levels - 1)
   if any(s % factor for s in spatial):
-    raise ValueError(f'{what} {tuple(spatial)} must be divisible by {factor} '
+    raise ConfigError(f'{what} {tuple(spatial)} must be divisible by {factor} '
                      f'(2^(number of levels - 1)) for a U-Net with {num_levels} levels')
 
 
@@ -48,7 +49,7 @@ def check_lstm_locations(lstm_at: Sequence[str], num_levels: int) -> None:
   valid = lstm_locations(num_levels)
   for location in lstm_at:
     if location not in valid:
-      raise ValueError(f'model.lstm_at: unknown location {location!r}; valid ones are {valid}')
+      raise ConfigError(f'model.lstm_at: unknown location {location!r}; valid ones are {valid}')
 
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
@@ -75,14 +76,14 @@ class UNetSettings:
   def __post_init__(self):
     object.__setattr__(self, 'features', tuple(self.features))  # JSON configs give lists
     if len(self.features) < 2:
-      raise ValueError(f'model.features: need at least 2 levels, got {self.features}')
+      raise ConfigError(f'model.features: need at least 2 levels, got {self.features}')
     layers.check_norm(self.norm)
     layers.get_activation(self.activation)
     layers.check_upsampling(self.upsampling)
     layers.check_conv3d(self.conv3d)
     for key in ('dtype', 'param_dtype'):
       if getattr(self, key) not in DTYPES:
-        raise ValueError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
+        raise ConfigError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
                          f'{sorted(DTYPES)}')
 
   @classmethod
