@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from typing import Callable
@@ -72,6 +73,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   path, _, variant = spec.partition(':')
   if not os.path.isfile(path):
     raise ConfigError(f'--config={spec}: no such config file {path!r}')
+  if os.getcwd() not in sys.path:  # config files import their neighbours (configs.common)
+    sys.path.append(os.getcwd())
   module_spec = importlib.util.spec_from_file_location('jaxseg_user_config', path)
   module = importlib.util.module_from_spec(module_spec)
   try:
@@ -181,20 +184,33 @@ def _exit(message: str, status: int, interrupted: bool) -> None:
 
 
 def _quiet_background_noise() -> None:
-  """Orbax reads checkpoints with asyncio tasks: after one read fails, its sibling tasks
-  report their own failures through asyncio's logger and sys.unraisablehook. The
-  failure itself is raised (and reported in one line); these echoes are dropped."""
-  logging.getLogger('asyncio').setLevel(logging.CRITICAL)
-  warnings.filterwarnings('ignore', message='coroutine .* was never awaited')
-  default_hook = sys.unraisablehook
+  """Errors of background threads that the main thread raises again, and reports in one
+  line, are not printed a second time:
 
-  def hook(unraisable):
-    if 'asyncio' in repr(unraisable.object) or 'coroutine' in repr(unraisable.object) or (
-        isinstance(unraisable.exc_value, RuntimeError)
-        and 'Event loop is closed' in str(unraisable.exc_value)):
-      return
-    default_hook(unraisable)
-  sys.unraisablehook = hook
+  - Orbax reads and writes checkpoints with asyncio tasks in threads: after one fails,
+    it logs the traceback, and its sibling tasks report their own failures through
+    asyncio's logger and sys.unraisablehook; the failure itself reaches the main thread.
+  - A full disk fails tensorboardX's writer thread and its exit handler as well as the
+    main thread's own writes, which name the file.
+  """
+  logging.getLogger('asyncio').setLevel(logging.CRITICAL)
+  logging.getLogger('absl').addFilter(
+      lambda record: not (record.exc_info and 'orbax' in record.pathname))
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited')
+  default_unraisable, default_thread_hook = sys.unraisablehook, threading.excepthook
+
+  def unraisable_hook(unraisable):
+    echo = ('coroutine' in repr(unraisable.object) or
+            isinstance(unraisable.exc_value, OSError) or
+            (isinstance(unraisable.exc_value, RuntimeError)
+             and 'Event loop is closed' in str(unraisable.exc_value)))
+    if not echo:
+      default_unraisable(unraisable)
+
+  def thread_hook(args):
+    if not issubclass(args.exc_type, OSError):
+      default_thread_hook(args)
+  sys.unraisablehook, threading.excepthook = unraisable_hook, thread_hook
 
 
 def _first_line(error: BaseException) -> str:

@@ -4,6 +4,7 @@ progress, signals. Bad config values are refused by `check_config` before any da
 read or any file written.
 """
 
+import contextlib
 import os
 import signal
 import sys
@@ -110,67 +111,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   unchecked = []  # (step, device flag 'loss and gradient finite'), checked in batches
   completed, stop = start_step, False
   try:
-    with preemption.SigtermRequest() as sigterm:
-      for step in range(start_step, num_steps):
-        batch = parallel.shard_batch(next(batches), mesh)
-        state, step_metrics = step_fn(state, batch)
-        completed = step + 1
-        window_steps += 1
-        progress.update(1)
-        unchecked.append((completed, step_metrics.pop('finite')))
+    try:
+      with preemption.SigtermRequest() as sigterm:
+        for step in range(start_step, num_steps):
+          batch = parallel.shard_batch(next(batches), mesh)
+          state, step_metrics = step_fn(state, batch)
+          completed = step + 1
+          window_steps += 1
+          progress.update(1)
+          unchecked.append((completed, step_metrics.pop('finite')))
 
-        # Read once: a SIGTERM that arrives while this step is logged or validated is
-        # acted on (saved, then stopped) at the next step, never stopped on unsaved.
-        stop = sigterm.requested
-        save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps
-                or stop)
-        log = completed % config.train.log_every_steps == 0 or completed == num_steps
-        validate = save or completed % config.eval.every_steps == 0
-        if log or validate:  # checked before anything is logged or saved
-          bad = [s for s, finite in unchecked if not bool(finite)]
-          unchecked.clear()
-          if bad and config.train.on_nonfinite == 'stop':
-            checkpointer.close()  # pending saves complete: the last good checkpoint is kept
-            raise NonFiniteError(
-                f'step {bad[0]}: non-finite loss or gradient; its update was not applied and '
-                'training stopped. The last good checkpoint, step '
-                f'{checkpointer.latest_step()}, is kept in {workdir}. Lower '
-                'train.learning_rate or check the data; --config.train.on_nonfinite=skip '
-                'skips such updates instead')
-          if bad:
-            progress.write(f'warning: non-finite loss or gradient at step(s) {bad}: '
-                           'update(s) skipped')
+          # Read once: a SIGTERM that arrives while this step is logged or validated is
+          # acted on (saved, then stopped) at the next step, never stopped on unsaved.
+          stop = sigterm.requested
+          save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps
+                  or stop)
+          log = completed % config.train.log_every_steps == 0 or completed == num_steps
+          validate = save or completed % config.eval.every_steps == 0
+          if log or validate:  # checked before anything is logged or saved
+            bad = [s for s, finite in unchecked if not bool(finite)]
+            unchecked.clear()
+            if bad and config.train.on_nonfinite == 'stop':
+              checkpointer.close()  # pending saves complete: the last good checkpoint is kept
+              raise NonFiniteError(
+                  f'step {bad[0]}: non-finite loss or gradient; its update was not applied and '
+                  'training stopped. The last good checkpoint, step '
+                  f'{checkpointer.latest_step()}, is kept in {workdir}. Lower '
+                  'train.learning_rate or check the data; --config.train.on_nonfinite=skip '
+                  'skips such updates instead')
+            if bad:
+              progress.write(f'warning: non-finite loss or gradient at step(s) {bad}: '
+                             'update(s) skipped')
 
-        if log:
-          scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
-          elapsed = time.perf_counter() - window_start
-          scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
-          scalars['learning_rate'] = float(learning_rate(completed - 1))  # of this step
-          progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
-                               img_s=f'{scalars["images_per_second"]:.1f}')
-          if logger:
-            logger.write(completed, 'train', scalars)
-          window_start, window_steps = time.perf_counter(), 0
+          if log:
+            scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
+            elapsed = time.perf_counter() - window_start
+            scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
+            scalars['learning_rate'] = float(learning_rate(completed - 1))  # of this step
+            progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
+                                 img_s=f'{scalars["images_per_second"]:.1f}')
+            if logger:
+              logger.write(completed, 'train', scalars)
+            window_start, window_steps = time.perf_counter(), 0
 
-        if validate:
-          _, summary = evaluation.evaluate(predictor, state.params, val_data, with_hd95=False)
-          progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
-          if logger:
-            logger.write(completed, 'val', _val_scalars(summary))
-          if save:
-            # Every process's stream is at the same position: process 0's state serves all.
-            checkpointer.save(completed, state, summary, batches.get_state(), schedule)
-          window_start, window_steps = time.perf_counter(), 0  # validation is not training time
-        if stop:
-          break
-  except KeyboardInterrupt:
-    # No new save (it could take long): the last complete checkpoint is what resumes.
-    raise Stopped(f'interrupted (Ctrl-C) at step {completed}; '
-                  f'{_resumes_from(checkpointer, workdir)}', signal.SIGINT) from None
-  finally:
+          if validate:
+            _, summary = evaluation.evaluate(predictor, state.params, val_data, with_hd95=False)
+            progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
+            if logger:
+              logger.write(completed, 'val', _val_scalars(summary))
+            if save:
+              # Every process's stream is at the same position: process 0's state serves all.
+              checkpointer.save(completed, state, summary, batches.get_state(), schedule)
+            window_start, window_steps = time.perf_counter(), 0  # validation is not training time
+          if stop:
+            break
+    except KeyboardInterrupt:
+      # No new save (it could take long): the last complete checkpoint is what resumes.
+      raise Stopped(f'interrupted (Ctrl-C) at step {completed}; '
+                    f'{_resumes_from(checkpointer, workdir)}', signal.SIGINT) from None
+  except BaseException:
     progress.close()
-    if logger:
-      logger.close()
+    if logger:  # the error being raised says what went wrong, not a failed close
+      with contextlib.suppress(OSError):
+        logger.close()
+    raise
+  progress.close()
+  if logger:
+    logger.close()
   checkpointer.close()
   if stop:
     raise Stopped(f'SIGTERM: saved the checkpoint of step {completed} in {workdir}; run the '
