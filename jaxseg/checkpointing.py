@@ -11,6 +11,7 @@ read. The workdir's other files are workdir.py's.
 
 import contextlib
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -125,6 +126,9 @@ class Checkpointer:
       raise CheckpointDamaged(f'{where} is damaged ({problem})', step)
     saved, wanted = self._saved_shapes(step), sorted(
         tuple(x.shape) for x in jax.tree.leaves(abstract_state))
+    if not saved:  # an unreadable array index lists no arrays at all
+      raise CheckpointDamaged(f'{where} is damaged (no array can be listed from its index)',
+                              step)
     if saved != wanted:
       raise CheckpointError(f'{where} does not fit this model (it holds {len(saved)} arrays '
                             f'of {sum(map(np.prod, saved)):,.0f} values, the model has '
@@ -145,10 +149,21 @@ class Checkpointer:
             'schedule': restored.schedule['segments'] if has_schedule else None}
 
   def _saved_shapes(self, step: int) -> list[tuple[int, ...]]:
-    with open(os.path.join(self.directory, str(step), 'state', '_METADATA')) as f:
-      tree = json.load(f).get('tree_metadata', {})
-    return sorted(tuple(entry['value_metadata']['write_shape']) for entry in tree.values()
-                  if 'write_shape' in entry.get('value_metadata', {}))
+    """The global shapes of the arrays of checkpoint `step`, from its metadata."""
+    path = os.path.join(self.directory, str(step), 'state')
+    absl_logger = logging.getLogger('absl')
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Orbax warns that a per-item file is absent
+    try:
+      metadata = ocp.StandardCheckpointer().metadata(path)
+    except Exception as error:  # pylint: disable=broad-except
+      raise CheckpointDamaged(f'checkpoint {self.directory}/{step} is damaged (its array '
+                              f'metadata: {_first_line(error)})', step) from error
+    finally:
+      absl_logger.setLevel(level)
+    tree = getattr(metadata, 'item_metadata', metadata)
+    return sorted(tuple(x.shape) for x in jax.tree.leaves(
+        tree, is_leaf=lambda x: hasattr(x, 'shape')) if hasattr(x, 'shape'))
 
   def summary(self, step: int) -> dict:
     return self._manager.restore(step, args=ocp.args.Composite(

@@ -75,3 +75,22 @@ def assert_one_line_error(code, stderr, *words):
   assert 'Traceback' not in stderr
   for word in words:
     assert word in lines[0], lines[0]
+
+
+# `python -c SLOW_SAVE FLAG train.py ...`: train.py with Orbax's final rename of the
+# checkpoint of step 8 held up, so that a signal lands while that checkpoint is being
+# saved; FLAG (a file) appears when the save is under way.
+SLOW_SAVE = '''
+import asyncio, runpy, sys
+from orbax.checkpoint.path import atomicity
+flag = sys.argv[1]
+original = atomicity.AtomicRenameTemporaryPath.finalize
+async def slow_finalize(self, *args, **kwargs):
+  if self.get_final().name == '8':
+    open(flag, 'w').close()
+    await asyncio.sleep(600)
+  return await original(self, *args, **kwargs)
+atomicity.AtomicRenameTemporaryPath.finalize = slow_finalize
+sys.argv = sys.argv[2:]
+runpy.run_path('train.py', run_name='__main__')
+'''

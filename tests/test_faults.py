@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import nifti_fixtures
-from helpers import ROOT, assert_one_line_error, final_state, run
+from helpers import ROOT, SLOW_SAVE, assert_one_line_error, final_state, run
 from jaxseg import checkpointing, parallel, workdir as files
 from jaxseg.data import load_splits
 from jaxseg.train_state import learning_rate_schedule, setup_model
@@ -150,28 +150,10 @@ def test_restart_falls_back_past_a_damaged_checkpoint(trained, tmp_path, which, 
   assert checkpointing.Checkpointer(str(workdir), create=False).latest_step() == 8
 
 
-# train.py with Orbax's final rename of step 8 held up; the flag file says when the
-# save is under way (as test_resume's kill-during-a-save test).
-_SLOW_SAVE = '''
-import asyncio, runpy, sys
-from orbax.checkpoint.path import atomicity
-flag = sys.argv[1]
-original = atomicity.AtomicRenameTemporaryPath.finalize
-async def slow_finalize(self, *args, **kwargs):
-  if self.get_final().name == '8':
-    open(flag, 'w').close()
-    await asyncio.sleep(600)
-  return await original(self, *args, **kwargs)
-atomicity.AtomicRenameTemporaryPath.finalize = slow_finalize
-sys.argv = sys.argv[2:]
-runpy.run_path('train.py', run_name='__main__')
-'''
-
-
 def test_ctrl_c_during_a_save_is_one_line_and_resumes_from_the_last_complete(tmp_path):
   workdir, flag = tmp_path / 'run', tmp_path / 'saving'
   process = subprocess.Popen(
-      [sys.executable, '-c', _SLOW_SAVE, str(flag), *TRAIN, '--config.train.num_steps=40',
+      [sys.executable, '-c', SLOW_SAVE, str(flag), *TRAIN, '--config.train.num_steps=40',
        f'--workdir={workdir}'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True)
   deadline = time.time() + 300

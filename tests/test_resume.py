@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import ROOT, assert_mentions, assert_one_line_error, final_state, run
+from helpers import ROOT, SLOW_SAVE, assert_mentions, assert_one_line_error, final_state, run
 from jaxseg import checkpointing, errors, eval_workdir, training, workdir as files
 
 # A tiny LSTM-U-Net run with a checkpoint every 4 steps.
@@ -59,28 +59,10 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path):
   assert killed_summary == whole_summary
 
 
-# Run train.py with Orbax's final rename of step 8 held up, so that a kill lands while
-# that checkpoint is being saved; the flag file says when the save is under way.
-_SLOW_SAVE = '''
-import asyncio, runpy, sys
-from orbax.checkpoint.path import atomicity
-flag = sys.argv[1]
-original = atomicity.AtomicRenameTemporaryPath.finalize
-async def slow_finalize(self, *args, **kwargs):
-  if self.get_final().name == '8':
-    open(flag, 'w').close()
-    await asyncio.sleep(600)
-  return await original(self, *args, **kwargs)
-atomicity.AtomicRenameTemporaryPath.finalize = slow_finalize
-sys.argv = sys.argv[2:]
-runpy.run_path('train.py', run_name='__main__')
-'''
-
-
 def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
   workdir, flag = tmp_path / 'run', tmp_path / 'saving'
   process = subprocess.Popen(
-      [sys.executable, '-c', _SLOW_SAVE, str(flag), *TRAIN, f'--workdir={workdir}'], cwd=ROOT,
+      [sys.executable, '-c', SLOW_SAVE, str(flag), *TRAIN, f'--workdir={workdir}'], cwd=ROOT,
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   _wait_for(flag.exists, process)
   time.sleep(0.5)
