@@ -1,12 +1,13 @@
 """Orbax checkpoints of a workdir: the latest two (to resume, with one to fall back on)
-and the best (by validation Dice), and what to do with a damaged one.
+and the best (by validation Dice).
 
 `<workdir>/checkpoints/<step>/` holds the train state (parameters, optimiser state,
 step), the validation summary of that step, the position of the training data stream
 and the run's learning-rate schedule. A checkpoint that cannot be read (truncated,
-deleted or overwritten files) raises `CheckpointDamaged`; training moves it, untouched,
-to `<workdir>/damaged_checkpoints/<step>` and resumes from the newest one that can be
-read. The workdir's other files are workdir.py's.
+deleted or overwritten files) raises `CheckpointDamaged`, one of another model
+`CheckpointError`; a write the disk refuses, `CheckpointError` naming it. What a
+restart does with a damaged checkpoint is resume.py's; the workdir's other files are
+workdir.py's.
 """
 
 import contextlib
@@ -23,7 +24,6 @@ import orbax.checkpoint as ocp
 from jaxseg.errors import CheckpointError
 
 BEST_METRIC = 'dice'  # mean validation Dice at the last refinement iteration
-DAMAGED_DIR = 'damaged_checkpoints'
 # The JSON files of a checkpoint that Orbax parses before any array is read: garbage in
 # one of them fails opening the workdir (metrics) or restoring (the rest).
 _JSON_FILES = ('metrics/metrics', 'summary/metadata', 'data_iterator/metadata',
@@ -169,11 +169,9 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(
         summary=ocp.args.JsonRestore())).summary
 
-  def set_aside(self, step: int) -> str:
-    """set_aside() of checkpoint `step`, then Orbax forgets it."""
-    target = set_aside(self.workdir, step)
+  def reload(self) -> None:
+    """Re-reads the directory (after a checkpoint was moved out of it)."""
     self._manager.reload()
-    return target
 
   def last_complete_step(self) -> int | None:
     """The newest checkpoint whose save was completed (Orbax renames a checkpoint into
@@ -186,42 +184,6 @@ class Checkpointer:
     with _write_errors(self):
       self._manager.wait_until_finished()
     self._manager.close()
-
-
-def set_aside(workdir: str, step: int) -> str:
-  """Moves checkpoint `step` of `workdir`, untouched, to <workdir>/damaged_checkpoints/;
-  returns where it went. Never deletes: the user may want to look at or rescue it."""
-  workdir = os.path.abspath(workdir)
-  target = os.path.join(workdir, DAMAGED_DIR, str(step))
-  suffix = 0
-  while os.path.exists(target):
-    suffix += 1
-    target = os.path.join(workdir, DAMAGED_DIR, f'{step}-{suffix}')
-  os.makedirs(os.path.dirname(target), exist_ok=True)
-  os.rename(os.path.join(workdir, 'checkpoints', str(step)), target)
-  return target
-
-
-def open_for_training(workdir: str, warn) -> Checkpointer:
-  """The Checkpointer of a workdir to train in; a checkpoint too damaged for Orbax to
-  open the directory is set aside first, with `warn(line)`."""
-  while True:
-    try:
-      return Checkpointer(workdir)
-    except CheckpointDamaged as error:
-      warn(f'{error}; moved it to {set_aside(workdir, error.step)}')
-
-
-def restore_newest(checkpointer: Checkpointer, abstract_state: Any, sharding, warn
-                   ) -> dict | None:
-  """Checkpointer.restore of the newest checkpoint that can be read, or None when there
-  is none. Each damaged one on the way is set aside, with `warn(line)` saying why."""
-  for step in reversed(checkpointer.all_steps()):
-    try:
-      return restore_train_state(checkpointer, step, abstract_state, sharding)
-    except CheckpointDamaged as error:
-      warn(f'{error}; skipped it (moved to {checkpointer.set_aside(step)})')
-  return None
 
 
 @contextlib.contextmanager

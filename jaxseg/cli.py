@@ -158,7 +158,7 @@ def run(function: Callable[[], object]) -> None:
     _exit(message, getattr(error, 'exit_status', 2),
           interrupted=getattr(error, 'exit_status', 0) == 128 + signal.SIGINT)
   except KeyboardInterrupt:
-    _exit('interrupted (Ctrl-C); nothing was written since the last complete step',
+    _exit('interrupted (Ctrl-C)',
           128 + signal.SIGINT, interrupted=True)
   except Exception as error:  # pylint: disable=broad-except
     _report_bug(error)

@@ -14,7 +14,8 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from jaxseg import checkpointing, evaluation, inference, parallel, preemption, workdir as files
+from jaxseg import (checkpointing, evaluation, inference, parallel, preemption, resume,
+                    workdir as files)
 from jaxseg.data import (SegmentationData, case_ids_by_split, input_pipeline, load_splits,
                          train_batches, train_iterator)
 from jaxseg.logs import MetricLogger
@@ -67,7 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_data, val_data = data['train'], data['val']
   files.prepare_workdir(workdir)
   warn = lambda line: print(f'warning: {line}', file=sys.stderr, flush=True)  # noqa: E731
-  checkpointer = checkpointing.open_for_training(workdir, warn)
+  checkpointer = resume.open_for_training(workdir, warn)
   if checkpointer.latest_step() is not None:
     files.check_same_model(workdir, config)
   primary = jax.process_index() == 0  # files shared by all processes: written by one
@@ -78,7 +79,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
-  restored = checkpointing.restore_newest(checkpointer, abstract_state, replicated, warn)
+  restored = resume.restore_newest(checkpointer, abstract_state, replicated, warn)
   if restored:
     state, data_state = restored['state'], restored['data_iterator']
     schedule = schedule_segments(config.train, restored['schedule'] or

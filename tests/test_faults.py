@@ -18,7 +18,7 @@ import pytest
 
 import nifti_fixtures
 from helpers import ROOT, SLOW_SAVE, assert_one_line_error, final_state, run
-from jaxseg import checkpointing, parallel, workdir as files
+from jaxseg import checkpointing, parallel, resume, workdir as files
 from jaxseg.data import load_splits
 from jaxseg.train_state import learning_rate_schedule, setup_model
 
@@ -91,6 +91,15 @@ def _file_of(workdir, step, which) -> str:
       step_dir, FILES[which])
 
 
+def _newest_restorable_step(workdir) -> int | None:
+  """The step a restart of `workdir` resumes from (in-process, without training)."""
+  config = files.read_config(str(workdir))
+  _, _, abstract = setup_model(config, load_splits(config.data, ('train',))['train'])
+  restored = resume.restore_newest(checkpointing.Checkpointer(str(workdir)), abstract,
+                                   parallel.replicated(parallel.make_mesh()), print)
+  return None if restored is None else int(restored['state'].step)
+
+
 @pytest.mark.parametrize('which', FILES)
 @pytest.mark.parametrize('how', DAMAGES)
 def test_every_damage_is_detected_and_training_falls_back(trained, tmp_path, which, how):
@@ -105,8 +114,8 @@ def test_every_damage_is_detected_and_training_falls_back(trained, tmp_path, whi
   _damage(_file_of(workdir, 8, which), how)
   damaged_files = _tree_digest(workdir / 'checkpoints' / '8')
   warnings = []
-  checkpointer = checkpointing.open_for_training(str(workdir), warnings.append)
-  restored = checkpointing.restore_newest(checkpointer, abstract, sharding, warnings.append)
+  checkpointer = resume.open_for_training(str(workdir), warnings.append)
+  restored = resume.restore_newest(checkpointer, abstract, sharding, warnings.append)
   step = int(restored['state'].step)
   if step == 8:  # Orbax did not need the damaged file (e.g. metrics: only for ranking)
     assert not warnings
@@ -115,7 +124,7 @@ def test_every_damage_is_detected_and_training_falls_back(trained, tmp_path, whi
     return
   assert step == 4 and len(warnings) == 1
   assert 'checkpoints/8' in warnings[0] and 'damaged_checkpoints/8' in warnings[0]
-  assert _tree_digest(workdir / checkpointing.DAMAGED_DIR / '8') == damaged_files  # kept as is
+  assert _tree_digest(workdir / resume.DAMAGED_DIR / '8') == damaged_files  # kept as is
   assert checkpointer.all_steps() == [4]
 
 
@@ -133,10 +142,9 @@ def test_eval_of_a_damaged_checkpoint_is_one_line_and_changes_nothing(
   assert _tree_digest(workdir) == before
 
 
-@pytest.mark.parametrize('which, how', [('array data', 'overwritten'), ('metrics', 'truncated')])
-def test_restart_falls_back_past_a_damaged_checkpoint(trained, tmp_path, which, how):
+def test_restart_falls_back_past_a_damaged_checkpoint(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  _damage(_file_of(workdir, 8, which), how)
+  _damage(_file_of(workdir, 8, 'array data'), 'overwritten')
   damaged = _tree_digest(workdir / 'checkpoints' / '8')
   kept = _tree_digest(workdir / 'checkpoints' / '4')
   code, out, err = run(*TRAIN, '--config.train.num_steps=8', f'--workdir={workdir}')
@@ -145,7 +153,7 @@ def test_restart_falls_back_past_a_damaged_checkpoint(trained, tmp_path, which, 
   assert len(warnings) == 1 and 'checkpoints/8' in warnings[0], err
   assert 'Traceback' not in err
   assert 'Resuming from step 4' in out
-  assert _tree_digest(workdir / checkpointing.DAMAGED_DIR / '8') == damaged
+  assert _tree_digest(workdir / resume.DAMAGED_DIR / '8') == damaged
   assert _tree_digest(workdir / 'checkpoints' / '4') == kept
   assert checkpointing.Checkpointer(str(workdir), create=False).latest_step() == 8
 
@@ -166,12 +174,7 @@ def test_ctrl_c_during_a_save_is_one_line_and_resumes_from_the_last_complete(tmp
   lines = [line for line in err.splitlines() if line.strip() and 'train:' not in line]
   assert process.returncode == 128 + signal.SIGINT, err
   assert lines == [lines[-1]] and 'step 4' in lines[-1] and 'Traceback' not in err, err
-  kept = _tree_digest(workdir / 'checkpoints' / '4')
-  code, out, err = run(*TRAIN, '--config.train.num_steps=8', f'--workdir={workdir}')
-  assert code == 0, err
-  assert 'Resuming from step 4' in out
-  assert kept == _tree_digest(workdir / 'checkpoints' / '4') or not (
-      workdir / 'checkpoints' / '4').exists()
+  assert _newest_restorable_step(workdir) == 4  # the half-written step 8 is ignored
 
 
 # train.py whose disk is full from the save of step 8 on: the file-size limit makes the
@@ -199,8 +202,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path)
   err = '\n'.join(line for line in err.splitlines() if 'train:' not in line)
   assert_one_line_error(code, err, str(workdir))  # the file or checkpoint not written
   assert checkpointing.Checkpointer(str(workdir), create=False).latest_step() == 4
-  code, out, err = run(*TRAIN, '--config.train.num_steps=8', f'--workdir={workdir}')
-  assert code == 0 and 'Resuming from step 4' in out, err
+  assert _newest_restorable_step(workdir) == 4
 
 
 def test_a_mix_of_brats_layouts_is_one_line_and_the_data_untouched(tmp_path):
@@ -216,6 +218,23 @@ def test_a_mix_of_brats_layouts_is_one_line_and_the_data_untouched(tmp_path):
                      f'--config.data.cache_dir={tmp_path / "cache"}',
                      f'--workdir={tmp_path / "run"}')
   assert_one_line_error(code, err, 'BraTS2021_', 'BraTS-GLI-')
+  assert _tree_digest(root) == before
+
+
+def test_eval_names_its_own_skip_flag_and_accepts_it(trained, tmp_path):
+  root, output = tmp_path / 'data', tmp_path / 'out'
+  nifti_fixtures.make_dataset(str(root), 'brats2023', num_cases=2)
+  bad, good = sorted(os.listdir(root))
+  os.remove(root / bad / f'{bad}-t2w.nii.gz')
+  before = _tree_digest(root)
+  command = ['eval.py', f'--workdir={trained}', f'--data_root={root}',
+             f'--output_dir={output}', '--num_figures=0']
+  code, _, err = run(*command)
+  assert_one_line_error(code, err, bad, 'eval.py --skip_bad_cases')
+  code, out, err = run(*command, '--skip_bad_cases')
+  assert code == 0, err
+  assert bad in err and 'Traceback' not in err
+  assert os.listdir(output / 'predictions') == [f'{good}.nii.gz']
   assert _tree_digest(root) == before
 
 
@@ -278,13 +297,13 @@ def _learning_rates(workdir) -> dict[int, float]:
             if r['split'] == 'train' and r['name'] == 'learning_rate'}
 
 
-def test_extending_a_finished_run_continues_the_learning_rate_without_a_jump(tmp_path):
+def test_extending_a_finished_run_continues_the_learning_rate_without_a_jump(
+    trained, tmp_path):
   """8 steps, then extended to 16: steps 1-8 follow the 8-step schedule, steps 9-16 go
   on from its last rate by a cosine to the floor, as the README says."""
-  workdir = tmp_path / 'run'
-  for num_steps in (8, 16):
-    code, _, err = run(*TRAIN, f'--config.train.num_steps={num_steps}', f'--workdir={workdir}')
-    assert code == 0, err
+  workdir = _copy(trained, tmp_path)
+  code, _, err = run(*TRAIN, '--config.train.num_steps=16', f'--workdir={workdir}')
+  assert code == 0, err
   rates = _learning_rates(workdir)
   config = files.read_config(str(workdir))
   config.train.num_steps = 8

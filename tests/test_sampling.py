@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxseg.data.cache import foreground_voxels
+from jaxseg.data.preprocessing import foreground_voxels
 from jaxseg.data.sampling import crop_padded, sample_window, window_shape
 
 

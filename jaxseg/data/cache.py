@@ -1,9 +1,10 @@
-"""Preprocessing of NIfTI data sets, done once per case and cached on disk.
+"""The cache of preprocessed NIfTI cases: each case is preprocessed once, on first use.
 
 Each case is cropped to the bounding box of its brain (voxels non-zero in any
-channel), z-scored per channel over the brain, and written as `.npy` arrays that
-training memory-maps, with `meta.json` holding what is needed to put predictions back
-into the original geometry (source files, original shape, affine, crop box).
+channel), z-scored per channel over the brain (preprocessing.py), and written as
+`.npy` arrays that training memory-maps, with `meta.json` holding what is needed to
+put predictions back into the original geometry (source files, original shape,
+affine, crop box).
 
 An entry's directory name contains a hash of its source files (path, size, mtime),
 the layout's label mapping and CACHE_VERSION, so a changed file or setting never
@@ -21,6 +22,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -28,11 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxseg.data import brats, nifti_case
+from jaxseg.data.preprocessing import brain_crop, foreground_voxels, normalise
 from jaxseg.errors import DataError
 
 CACHE_VERSION = 2
-# Foreground voxels remembered per label for oversampling (as nnU-Net's class locations).
-MAX_FOREGROUND_VOXELS = 10_000
 # What preprocess_case writes into meta.json; eval.py needs each of them.
 META_KEYS = ('case_id', 'layout', 'images', 'seg', 'original_shape', 'affine', 'spacing',
              'crop_start', 'crop_stop', 'label_mapping')
@@ -74,40 +75,6 @@ def _entry_name(case: brats.CaseFiles, layout: brats.Layout) -> str:
                     'channels': list(case.channel_index)})
   safe_id = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in case.case_id)
   return f'{safe_id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}'
-
-
-def brain_crop(image: np.ndarray) -> tuple[slice, ...]:
-  """Bounding box of the voxels that are non-zero in any channel of (*spatial, C)."""
-  brain = np.any(image != 0, axis=-1)
-  if not brain.any():
-    raise DataError('every voxel is zero')
-  box = []
-  for axis in range(brain.ndim):
-    hits = np.flatnonzero(np.any(brain, axis=tuple(a for a in range(brain.ndim) if a != axis)))
-    box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-  return tuple(box)
-
-
-def normalise(image: np.ndarray) -> np.ndarray:
-  """Per-channel z-score over brain voxels (non-zero in any channel); background 0."""
-  brain = np.any(image != 0, axis=-1)
-  out = np.zeros_like(image, dtype=np.float32)
-  for c in range(image.shape[-1]):
-    values = image[..., c][brain]
-    out[..., c][brain] = (values - values.mean()) / max(float(values.std()), 1e-8)
-  return out
-
-
-def foreground_voxels(labels: np.ndarray, seed: int) -> np.ndarray:
-  """(K, 1 + ndim) int32 rows [label, *index]: up to MAX_FOREGROUND_VOXELS per label."""
-  rng = np.random.default_rng(seed)
-  rows = []
-  for value in np.unique(labels[labels > 0]):
-    where = np.argwhere(labels == value)
-    if len(where) > MAX_FOREGROUND_VOXELS:
-      where = where[np.sort(rng.choice(len(where), MAX_FOREGROUND_VOXELS, replace=False))]
-    rows.append(np.concatenate([np.full((len(where), 1), value), where], axis=1))
-  return (np.concatenate(rows) if rows else np.zeros((0, 1 + labels.ndim))).astype(np.int32)
 
 
 def preprocess_case(case: brats.CaseFiles, layout: brats.Layout, directory: str) -> None:
@@ -236,10 +203,12 @@ def _run_all(todo, layout, entries, num_workers: int, stop_early: bool):
         if stop_early:
           break
   else:
-    # 'spawn': forking a process that has started JAX's thread pools is unsafe.
+    # 'spawn': forking a process that has started JAX's thread pools is unsafe. The
+    # workers leave Ctrl-C to this process, which stops without waiting for the queue.
     context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(min(num_workers, len(todo)),
-                                                mp_context=context) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        min(num_workers, len(todo)), mp_context=context, initializer=_ignore_sigint)
+    try:
       futures = {pool.submit(_preprocess_or_error, case, layout, entries[case.case_id]): case
                  for case in todo}
       for future in concurrent.futures.as_completed(futures):
@@ -248,8 +217,16 @@ def _run_all(todo, layout, entries, num_workers: int, stop_early: bool):
         if problem:
           problems.append((futures[future].case_id, problem))
           if stop_early:
-            for other in futures:
-              other.cancel()
             break
+    except BaseException:
+      # Entries are written to a temporary directory and renamed: one that a stopped
+      # worker leaves half-done is never trusted.
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
+    pool.shutdown(cancel_futures=True)
   progress.close()
   return problems
+
+
+def _ignore_sigint() -> None:
+  signal.signal(signal.SIGINT, signal.SIG_IGN)

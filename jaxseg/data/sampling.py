@@ -42,7 +42,7 @@ def sample_start(rng: np.random.Generator, volume_shape, window, foreground: np.
                  foreground_probability: float) -> np.ndarray:
   """Start corner of a random window; with `foreground_probability` centred on tumour.
 
-  `foreground` rows are [label, *index] (see jaxseg.data.cache.foreground_voxels).
+  `foreground` rows are [label, *index] (see jaxseg.data.preprocessing.foreground_voxels).
   Starts range over every window that overlaps the volume as much as it can.
   """
   volume_shape, window = np.asarray(volume_shape), np.asarray(window)
