@@ -5,6 +5,7 @@ predicted segmentations (NIfTI in the original geometry) and figures.
   python eval.py --workdir=runs/lstm_unet
   python eval.py --workdir=runs/lstm_unet --checkpoint=latest --split=train
   python eval.py --workdir=runs/brats3d --data_root=/data/BraTS2023-Validation --tta
+  python eval.py --workdir=runs/lstm_unet --num_iterations=8 --stop_changed_below=0.001
 """
 
 import importlib
@@ -32,6 +33,10 @@ flags.DEFINE_bool('tta', False, 'Test-time augmentation: average over mirrorings
 flags.DEFINE_integer('num_figures', 4, 'Cases drawn as PNG figures.')
 flags.DEFINE_bool('skip_bad_cases', False, 'List cases that cannot be read and evaluate the '
                   'others, instead of stopping at the first.')
+flags.DEFINE_integer('num_iterations', None, 'LSTM-U-Net: refinement iterations to run, '
+                     'also more than trained with (default: as trained).')
+flags.DEFINE_float('stop_changed_below', None, 'LSTM-U-Net: stop each case at the first '
+                   'iteration that changes at most this fraction of its voxels (e.g. 0.001).')
 flags.DEFINE_bool('all_iterations', False, 'Also write the NIfTI prediction of every earlier '
                   'refinement iteration.')
 
@@ -42,7 +47,8 @@ def main(argv):
       FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
       output_dir=FLAGS.output_dir, data_root=FLAGS.data_root, tta=FLAGS.tta,
       num_figures=FLAGS.num_figures, all_iterations=FLAGS.all_iterations,
-      skip_bad_cases=FLAGS.skip_bad_cases,
+      skip_bad_cases=FLAGS.skip_bad_cases, num_iterations=FLAGS.num_iterations,
+      stop_changed_below=FLAGS.stop_changed_below,
       defaults=_defaults(FLAGS.workdir)))
 
 

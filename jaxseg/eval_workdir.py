@@ -14,7 +14,7 @@ from PIL import Image
 
 from jaxseg import checkpointing, evaluation, figures, parallel, predictions, workdir as files
 from jaxseg.data import SegmentationData, load_splits
-from jaxseg.errors import WorkdirError
+from jaxseg.errors import ConfigError, WorkdirError
 from jaxseg.inference import SlidingWindowPredictor
 from jaxseg.train_state import setup_model
 
@@ -22,13 +22,24 @@ from jaxseg.train_state import setup_model
 def evaluate_workdir(workdir: str, *, checkpoint: str = 'best', split: str = 'val',
                      output_dir: str | None = None, data_root: str | None = None,
                      tta: bool = False, num_figures: int = 4, all_iterations: bool = False,
-                     skip_bad_cases: bool = False,
+                     skip_bad_cases: bool = False, num_iterations: int | None = None,
+                     stop_changed_below: float | None = None,
                      defaults: ml_collections.ConfigDict | None = None) -> dict | None:
   """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
   every case under `data_root`), scores the labelled cases and writes the results.
   `defaults` (the model's config file) fills keys the run's saved config predates;
-  `skip_bad_cases` lists unusable cases and goes on without them."""
+  `skip_bad_cases` lists unusable cases and goes on without them.
+
+  `num_iterations`: refinement iterations of the LSTM-U-Net, more (or fewer) than it
+  was trained with: the same parameters serve every iteration. `stop_changed_below`:
+  each case stops at the first iteration that changes at most this fraction of its
+  voxels (evaluation.converged_iteration).
+  """
   config = files.read_config(workdir, defaults)
+  trained_iterations = set_iterations(config.model, num_iterations)
+  if stop_changed_below is not None and not 0 <= stop_changed_below < 1:
+    raise ConfigError(f'--stop_changed_below={stop_changed_below}: give a fraction of '
+                      'voxels in [0, 1)')
   try:
     checkpointer = checkpointing.Checkpointer(workdir, create=False)
   except checkpointing.CheckpointDamaged as error:
@@ -71,7 +82,8 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = 'best', split: str = 'va
   print(f'{config.model.name}, checkpoint step {step} ({checkpoint}), {source}: '
         f'{len(data)} cases' + (f', mirroring TTA over axes {mirror_axes}' if mirror_axes else ''))
   writer = CaseOutputs(output_dir, data, num_figures, all_iterations)
-  rows, summary = evaluation.evaluate(predictor, state.params, data, on_case=writer)
+  rows, summary = evaluation.evaluate(predictor, state.params, data, on_case=writer,
+                                      stop_changed_below=stop_changed_below)
   if writer.written:
     print(f'Wrote {writer.written} predicted segmentation(s) to {writer.predictions_dir}')
   if summary is None:
@@ -80,6 +92,9 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = 'best', split: str = 'va
   # No paths or times: two runs with the same config and seed give identical files.
   summary.update(checkpoint_step=step, data=source if not data_root else 'data_root',
                  mirror_axes=list(mirror_axes))
+  if trained_iterations is not None:
+    summary.update(num_iterations=config.model.num_iterations,
+                   num_iterations_trained=trained_iterations)
   print(evaluation.format_table(summary))
   print(f'{split if not data_root else "data"} {evaluation.dice_line(summary)}')
   json_path, csv_path = evaluation.write_results(output_dir, rows, summary)
@@ -87,6 +102,23 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = 'best', split: str = 'va
   figures.dice_per_iteration_plot(plot, summary)
   print(f'Wrote {json_path}, {csv_path} and figures in {os.path.dirname(plot)}')
   return summary
+
+
+def set_iterations(model_config: ml_collections.ConfigDict, num_iterations: int | None
+                    ) -> int | None:
+  """Sets model.num_iterations to `num_iterations` (if given); returns the number the
+  LSTM-U-Net was trained with (None for the U-Net)."""
+  if model_config.name != 'lstm_unet':
+    if num_iterations is not None:
+      raise ConfigError(f'--num_iterations: a {model_config.name} has no refinement '
+                        'iterations; it is an option of the lstm_unet')
+    return None
+  trained = model_config.num_iterations
+  if num_iterations is not None:
+    if num_iterations < 1:
+      raise ConfigError(f'--num_iterations={num_iterations}: need at least 1')
+    model_config.num_iterations = num_iterations
+  return trained
 
 
 class CaseOutputs:

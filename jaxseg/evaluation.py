@@ -13,21 +13,41 @@ from jaxseg.data.regions import labels_from_regions, region_masks
 from jaxseg.inference import SlidingWindowPredictor
 
 
+def converged_iteration(labels: np.ndarray, max_changed_fraction: float | None) -> int:
+  """The refinement iteration (from 1) at which a case stops: the first t > 1 whose
+  label map differs from that of iteration t - 1 in at most `max_changed_fraction` of
+  its voxels; the last iteration when none does, or when `max_changed_fraction` is None.
+
+  labels: (T, *spatial) predicted label maps, one per iteration.
+  """
+  if max_changed_fraction is not None:
+    for t in range(1, len(labels)):
+      if np.mean(labels[t] != labels[t - 1]) <= max_changed_fraction:
+        return t + 1
+  return len(labels)
+
+
 def evaluate(predictor: SlidingWindowPredictor, params, data: SegmentationData, *,
-             with_hd95: bool = True, on_case=None) -> tuple[list[dict], dict | None]:
+             with_hd95: bool = True, on_case=None, stop_changed_below: float | None = None
+             ) -> tuple[list[dict], dict | None]:
   """Per-case rows (one per labelled case, iteration and region) and their summary
   (None when no case is labelled).
 
   Whole cases are predicted by `predictor` (sliding windows, inference.py). The
   region masks scored are those of the label map the prediction is written as
   (`labels_from_regions`), so that the metrics are those of the prediction files;
-  `on_case(index, labels (T, *spatial))` sees every case's predicted label maps.
+  `on_case(index, labels (t, *spatial))` sees every case's predicted label maps up to
+  the iteration it stops at. With `stop_changed_below`, each case stops at its
+  `converged_iteration`: the summary's top-level and per-region metrics are those of
+  the stopped predictions, and 'iterations_used' says where each case stopped; the
+  rows and 'per_iteration' still cover every iteration computed.
   """
   region_names = [r.name for r in data.regions]
-  rows = []
+  rows, stops = [], {}
   for index, logits in predictor.predict(params, data.images):
     # Sigmoid outputs need not nest (TC inside WT); the label map decides, as written.
     labels = np.stack([labels_from_regions(m, data.regions) for m in logits > 0])
+    stop = converged_iteration(labels, stop_changed_below)
     masks = region_masks(labels, data.regions)  # (T, *spatial, R)
     if data.labels[index] is not None:
       truths = region_masks(np.asarray(data.labels[index]), data.regions)
@@ -37,22 +57,34 @@ def evaluate(predictor: SlidingWindowPredictor, params, data: SegmentationData, 
                                             data.spacings[index], with_hd95)
           rows.append({'case': data.case_ids[index], 'iteration': t + 1, 'region': name,
                        **values})
+      stops[data.case_ids[index]] = stop
     if on_case is not None:
-      on_case(index, labels)
+      on_case(index, labels[:stop])
   if not rows:
     return rows, None
   num_iterations = max(r['iteration'] for r in rows)
   summary = metrics_lib.summarize(rows, region_names, num_iterations)
   summary.update(num_cases=len({r['case'] for r in rows}), regions=region_names)
+  if stop_changed_below is not None:
+    # The stopped predictions, as iteration 1 of a one-iteration summary.
+    stopped = metrics_lib.summarize([{**r, 'iteration': 1} for r in rows
+                                     if r['iteration'] == stops[r['case']]], region_names, 1)
+    summary.update({m: stopped[m] for m in metrics_lib.METRICS},
+                   per_region=stopped['per_region'], stop_changed_below=stop_changed_below,
+                   iterations_used=stops,
+                   mean_iterations_used=float(np.mean(list(stops.values()))))
   return rows, summary
 
 
 def dice_line(summary: dict) -> str:
-  """One line: mean Dice at each iteration, then per region at the last."""
+  """One line: mean Dice at each iteration, then per region at the last (or where
+  each case stopped)."""
   per_iteration = ' '.join(f'{it["dice"]:.4f}' for it in summary['per_iteration'])
   per_region = ' '.join(f'{name} {values["dice"]:.4f}'
                         for name, values in summary['per_region'].items())
-  return f'Dice {summary["dice"]:.4f} | per iteration: {per_iteration} | {per_region}'
+  stopped = (f' | stopped at iteration {summary["mean_iterations_used"]:.2f} on average'
+             if 'iterations_used' in summary else '')
+  return f'Dice {summary["dice"]:.4f} | per iteration: {per_iteration} | {per_region}{stopped}'
 
 
 def format_table(summary: dict) -> str:
