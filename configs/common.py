@@ -75,6 +75,9 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.train.weight_decay = 1e-4
   config.train.grad_clip = 1.0
   config.train.log_every_steps = 100 if brats else 20
+  # Set: stop (validated and saved) when this many minutes of training are used, over
+  # restarts; the learning-rate schedule ends there and num_steps is an upper bound.
+  config.train.time_budget_minutes = config_dict.placeholder(float)
   # A non-finite loss or gradient: 'stop' (with a message naming the step; the last
   # good checkpoint is kept) or 'skip' (leave that update out and go on).
   config.train.on_nonfinite = 'stop'

@@ -101,20 +101,23 @@ class Checkpointer:
     return None
 
   def save(self, step: int, state: Any, summary: dict, data_state: dict,
-           schedule: list[dict]) -> None:
+           schedule: list[dict], seconds_used: float = 0.0) -> None:
     """Saves state with its validation summary, the position of the training data stream
-    (`data_state`, a grain iterator state) and the learning-rate schedule's segments;
-    `summary[BEST_METRIC]` ranks it. Written in the background; a failed write (a full
-    disk) is raised by the next save or `close`, naming the checkpoint."""
+    (`data_state`, a grain iterator state), the learning-rate schedule's segments and
+    the training time used so far; `summary[BEST_METRIC]` ranks it. Written in the
+    background; a failed write (a full disk) is raised by the next save or `close`,
+    naming the checkpoint."""
     with _write_errors(self):
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), summary=ocp.args.JsonSave(summary),
           data_iterator=ocp.args.JsonSave(data_state),
-          schedule=ocp.args.JsonSave({'segments': schedule})),
+          schedule=ocp.args.JsonSave({'segments': schedule,
+                                      'seconds_used': seconds_used})),
           metrics={BEST_METRIC: float(summary[BEST_METRIC])})
 
   def restore(self, step: int, abstract_state: Any) -> dict:
-    """{'state', 'summary', 'data_iterator', 'schedule'} of checkpoint `step`.
+    """{'state', 'summary', 'data_iterator', 'schedule', 'seconds_used'} of checkpoint
+    `step` ('schedule' None and 'seconds_used' 0 for checkpoints older than them).
 
     `abstract_state` gives structure, shapes and shardings (without it optax states
     would come back as plain dicts). Raises CheckpointError when the checkpoint holds
@@ -146,7 +149,9 @@ class Checkpointer:
       raise CheckpointDamaged(f'{where} cannot be read ({_first_line(error)})', step) from error
     return {'state': restored.state, 'summary': restored.summary,
             'data_iterator': restored.data_iterator,
-            'schedule': restored.schedule['segments'] if has_schedule else None}
+            'schedule': restored.schedule['segments'] if has_schedule else None,
+            'seconds_used': (restored.schedule.get('seconds_used', 0.0) if has_schedule
+                             else 0.0)}
 
   def _saved_shapes(self, step: int) -> list[tuple[int, ...]]:
     """The global shapes of the arrays of checkpoint `step`, from its metadata."""

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from typing import Callable
 
 import jax
 import ml_collections
@@ -23,6 +24,7 @@ from jaxseg.models import build_model, check_input_shape
 from jaxseg.errors import ConfigError, NonFiniteError, Stopped
 from jaxseg.train_state import (learning_rate_schedule, make_optimiser, schedule_segments,
                                 setup_model)
+from jaxseg.time_budget import TimeBudget
 from jaxseg.train_step import make_train_step
 
 
@@ -38,6 +40,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     section, name = key.split('.')
     if config[section][name] < 1:
       raise ConfigError(f'{key} must be at least 1, got {config[section][name]}')
+  budget = config.train.get('time_budget_minutes')
+  if budget is not None and budget <= 0:
+    raise ConfigError(f'train.time_budget_minutes must be positive, got {budget}')
   if config.train.on_nonfinite not in ('stop', 'skip'):
     raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                      f'{config.train.on_nonfinite!r}')
@@ -61,8 +66,10 @@ def make_train_batches(config: ml_collections.ConfigDict, data: SegmentationData
                        process_count=process_count)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) in `workdir`; returns the validation summary of the best checkpoint."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       clock: Callable[[], float] = time.monotonic) -> dict:
+  """Trains (or resumes) in `workdir`; returns the validation summary of the best
+  checkpoint. `clock` (seconds) measures train.time_budget_minutes."""
   check_config(config)
   data = load_splits(config.data)  # bad data stops the run before the workdir is touched
   train_data, val_data = data['train'], data['val']
@@ -80,15 +87,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   replicated = parallel.replicated(mesh)
 
   restored = resume.restore_newest(checkpointer, abstract_state, replicated, warn)
+  train_config = config.train.copy_and_resolve_references()
   if restored:
     state, data_state = restored['state'], restored['data_iterator']
-    schedule = schedule_segments(config.train, restored['schedule'] or
-                                 _saved_schedule(workdir), int(state.step))
-    state = state.replace(tx=make_optimiser(config.train, schedule))
+    saved_schedule = restored['schedule'] or _saved_schedule(workdir)
+    if train_config.get('time_budget_minutes'):  # the budget set the schedule's end
+      train_config.num_steps = saved_schedule[-1]['num_steps']
+    schedule = schedule_segments(train_config, saved_schedule, int(state.step))
+    state = state.replace(tx=make_optimiser(train_config, schedule))
     print(f'Resuming from step {int(state.step)} in {workdir}')
   else:
     state, data_state = jax.jit(init_state, out_shardings=replicated)(), None
-    schedule = schedule_segments(config.train)
+    schedule = schedule_segments(train_config)
+  minutes = train_config.get('time_budget_minutes')
+  budget = (TimeBudget(minutes, restored['seconds_used'] if restored else 0.0, clock)
+            if minutes else None)
   if primary:
     files.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -102,10 +115,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = train_iterator(
       make_train_batches(config, train_data, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
-  learning_rate = learning_rate_schedule(config.train, schedule)
+  learning_rate = learning_rate_schedule(train_config, schedule)
   logger = MetricLogger(workdir) if primary else None
 
+  # With a time budget, train.num_steps bounds the loop; the schedule's end
+  # (train_config.num_steps) is the budget's estimate.
   start_step, num_steps = int(state.step), config.train.num_steps
+  if budget and budget.used_up:
+    num_steps = start_step  # a rerun of a finished budget run trains nothing
   progress = tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   window_start, window_steps = time.perf_counter(), 0
@@ -114,13 +131,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     try:
       with preemption.SigtermRequest() as sigterm:
-        for step in range(start_step, num_steps):
+        while completed < num_steps:
           batch = parallel.shard_batch(next(batches), mesh)
           state, step_metrics = step_fn(state, batch)
-          completed = step + 1
+          completed += 1
           window_steps += 1
           progress.update(1)
           unchecked.append((completed, step_metrics.pop('finite')))
+          if budget:
+            budget.tick()
+            if (end := budget.estimated_end_step(completed)) is not None:
+              # The schedule follows the budget: its cosine now ends at `end` (one
+              # recompilation of the step, for the new schedule).
+              train_config.num_steps = min(end, config.train.num_steps)
+              schedule = schedule_segments(train_config, schedule, completed)
+              state = state.replace(tx=make_optimiser(train_config, schedule))
+              learning_rate = learning_rate_schedule(train_config, schedule)
+              progress.total = train_config.num_steps
+            if budget.used_up:
+              num_steps = completed  # validate, save and end here
 
           # Read once: a SIGTERM that arrives while this step is logged or validated is
           # acted on (saved, then stopped) at the next step, never stopped on unsaved.
@@ -162,7 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               logger.write(completed, 'val', _val_scalars(summary))
             if save:
               # Every process's stream is at the same position: process 0's state serves all.
-              checkpointer.save(completed, state, summary, batches.get_state(), schedule)
+              checkpointer.save(completed, state, summary, batches.get_state(), schedule,
+                              budget.used_seconds if budget else 0.0)
             window_start, window_steps = time.perf_counter(), 0  # validation is not training time
           if stop:
             break
@@ -186,6 +216,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   best = checkpointer.best_step()
   summary = checkpointer.summary(best)
+  if budget:
+    print(f'Time budget: {budget.used_seconds / 60:.1f} of {budget.seconds / 60:.1f} minutes '
+          f'used, {num_steps} steps')
   print(f'Best checkpoint: step {best} of {num_steps} in {os.path.abspath(workdir)}')
   print(f'Final validation (best checkpoint, last iteration): {evaluation.dice_line(summary)}')
   return summary
