@@ -71,29 +71,42 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """The ConfigDict of FILE[:VARIANT]; anything wrong with the file is one ConfigError
   naming the file (and the line of its code that failed)."""
   path, _, variant = spec.partition(':')
-  if not os.path.isfile(path):
-    raise ConfigError(f'--config={spec}: no such config file {path!r}')
-  if os.getcwd() not in sys.path:  # config files import their neighbours (configs.common)
-    sys.path.append(os.getcwd())
-  module_spec = importlib.util.spec_from_file_location('jaxseg_user_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  try:
-    module_spec.loader.exec_module(module)
-    if not callable(getattr(module, 'get_config', None)):
-      raise ConfigError(f'--config={spec}: {path} defines no get_config() function')
-    config = module.get_config(*([variant] if variant else []))
-  except ConfigError:
-    raise
-  except ValueError as error:  # the file's own check of a value, e.g. its variant
-    raise ConfigError(f'--config={spec}: {_first_line(error)}') from error
-  except Exception as error:  # pylint: disable=broad-except
-    # A config file is the user's code: what it raises is theirs, with its line.
-    raise ConfigError(f'--config={spec}: {_where_in(path, error)}{type(error).__name__}: '
-                      f'{_first_line(error)}') from error
+  module = load_module(path, f'--config={spec}')
+  if not callable(getattr(module, 'get_config', None)):
+    raise ConfigError(f'--config={spec}: {path} defines no get_config() function')
+  config = call_user_code(lambda: module.get_config(*([variant] if variant else [])), path,
+                      f'--config={spec}')
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f'--config={spec}: get_config() returned a {type(config).__name__}, '
                       'not an ml_collections.ConfigDict')
   return config
+
+
+def load_module(path: str, flag: str, kind: str = 'config'):
+  """The Python file `path` (a config or sweep file) as a module; ConfigError if it
+  does not exist or its code fails."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'{flag}: no such {kind} file {path!r}')
+  if os.getcwd() not in sys.path:  # config files import their neighbours (configs.common)
+    sys.path.append(os.getcwd())
+  module_spec = importlib.util.spec_from_file_location('jaxseg_user_file', path)
+  module = importlib.util.module_from_spec(module_spec)
+  call_user_code(lambda: module_spec.loader.exec_module(module), path, flag)
+  return module
+
+
+def call_user_code(function, path: str, flag: str):
+  """function(), where it runs a user's file: what it raises is a ConfigError."""
+  try:
+    return function()
+  except ConfigError:
+    raise
+  except ValueError as error:  # the file's own check of a value, e.g. its variant
+    raise ConfigError(f'{flag}: {_first_line(error)}') from error
+  except Exception as error:  # pylint: disable=broad-except
+    # A config file is the user's code: what it raises is theirs, with its line.
+    raise ConfigError(f'{flag}: {_where_in(path, error)}{type(error).__name__}: '
+                      f'{_first_line(error)}') from error
 
 
 def _where_in(path: str, error: Exception) -> str:

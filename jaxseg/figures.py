@@ -68,6 +68,24 @@ def dice_per_iteration_plot(path: str, summary: dict) -> None:
   _save(figure, path)
 
 
+def sweep_dice_plot(path: str, per_iteration: dict[str, list[dict]]) -> None:
+  """Mean Dice against refinement iteration for each arm of a sweep, with the standard
+  deviation over seeds as a band ({arm: [{'iteration', 'mean', 'std'}, ...]})."""
+  figure, axis = plt.subplots(figsize=(5, 3.4))
+  for arm, entries in per_iteration.items():
+    iterations = [e['iteration'] for e in entries]
+    mean, std = np.array([e['mean'] for e in entries]), np.array([e['std'] for e in entries])
+    axis.plot(iterations, mean, marker='o', label=arm)
+    axis.fill_between(iterations, mean - std, mean + std, alpha=0.2)
+  axis.set_xlabel('refinement iteration')
+  axis.set_ylabel('mean Dice (± std over seeds)')
+  axis.xaxis.get_major_locator().set_params(integer=True)
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize=8)
+  figure.tight_layout()
+  _save(figure, path)
+
+
 def _save(figure, path: str) -> None:
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   figure.savefig(path, dpi=100)
