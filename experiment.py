@@ -5,6 +5,7 @@ and one figure (jaxseg/experiments.py says what a sweep file holds).
   python experiment.py --sweep=configs/sweeps/feedback.py:2d_time --workdir=runs/feedback_time
   python experiment.py --sweep=... --workdir=... --slurm      # write a SLURM array job
   python experiment.py --sweep=... --workdir=... --run_index=3  # one run (an array task)
+  python experiment.py --sweep=... --workdir=... --collect_only # results of finished runs
 
 Finished runs are never retrained: the same command resumes a sweep. Without
 --run_index, every run not yet finished is trained here, then the results are written
@@ -31,6 +32,8 @@ flags.DEFINE_string('workdir', None, 'Directory of the sweep: one workdir per ru
 flags.mark_flag_as_required('workdir')
 flags.DEFINE_integer('run_index', None, 'Train and evaluate only this run (0-based, in the '
                      'order of the plan); for SLURM array tasks.')
+flags.DEFINE_bool('collect_only', False, 'Write the results of the runs finished so far; train '
+                  'nothing.')
 flags.DEFINE_bool('slurm', False, 'Write <workdir>/slurm_array.sh (one task per run) '
                   'instead of running.')
 
@@ -52,7 +55,9 @@ def sweep():
     print(f'Wrote {experiments.slurm_script(runs, command, FLAGS.workdir)} '
           f'({len(runs)} tasks): sbatch it, then run this command without --slurm')
     return
-  if FLAGS.run_index is not None:
+  if FLAGS.collect_only:
+    runs_here = []
+  elif FLAGS.run_index is not None:
     if not 0 <= FLAGS.run_index < len(runs):
       cli.fail(f'--run_index={FLAGS.run_index}: the sweep has runs 0..{len(runs) - 1}')
     runs_here = [runs[FLAGS.run_index]]
