@@ -70,6 +70,12 @@ def test_a_sweep_compares_its_arms_and_a_rerun_skips_finished_runs(tmp_path):
   assert code == 0, err
   assert out.count('finished, skipped') == 4
   assert {p: os.path.getmtime(p) for p in root.glob('*/seed*/run.json')} == marks
+  before = (root / 'results.json').read_text()
+  (root / 'results.json').unlink()
+  code, out, err = run('experiment.py', f'--sweep={sweep}', f'--workdir={root}',
+                       '--collect_only')
+  assert code == 0 and 'skipped' not in out, err
+  assert (root / 'results.json').read_text() == before
 
 
 def test_bootstrap_interval_of_constant_and_of_spread_differences():
