@@ -1,4 +1,4 @@
-"""Shared command-line plumbing of train.py and eval.py: --help, config files and
+"""Command-line plumbing of train.py, eval.py and experiment.py: --help, config files and
 overrides checked with one-line errors, and the error net around the program.
 
 What the user handed over (jaxseg.errors.UserError, and an OSError naming a file)
