@@ -75,8 +75,10 @@ def sweep_dice_plot(path: str, per_iteration: dict[str, list[dict]]) -> None:
   for arm, entries in per_iteration.items():
     iterations = [e['iteration'] for e in entries]
     mean, std = np.array([e['mean'] for e in entries]), np.array([e['std'] for e in entries])
-    axis.plot(iterations, mean, marker='o', label=arm)
-    axis.fill_between(iterations, mean - std, mean + std, alpha=0.2)
+    # Error bars, not only a band: an arm of one iteration is a single point.
+    line = axis.errorbar(iterations, mean, yerr=std, marker='o', capsize=3, label=arm)
+    axis.fill_between(iterations, mean - std, mean + std, alpha=0.15,
+                      color=line.lines[0].get_color())
   axis.set_xlabel('refinement iteration')
   axis.set_ylabel('mean Dice (± std over seeds)')
   axis.xaxis.get_major_locator().set_params(integer=True)
