@@ -217,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   best = checkpointer.best_step()
   summary = checkpointer.summary(best)
   if budget:
-    print(f'Time budget: {budget.used_seconds / 60:.1f} of {budget.seconds / 60:.1f} minutes '
+    print(f'Time budget: {budget.used_seconds / 60:.2f} of {budget.seconds / 60:.2f} minutes '
           f'used, {num_steps} steps')
   print(f'Best checkpoint: step {best} of {num_steps} in {os.path.abspath(workdir)}')
   print(f'Final validation (best checkpoint, last iteration): {evaluation.dice_line(summary)}')
