@@ -15,13 +15,16 @@ def set_aside(workdir: str, step: int) -> str:
   """Moves checkpoint `step` of `workdir`, untouched, to <workdir>/damaged_checkpoints/;
   returns where it went. Never deletes: the user may want to look at or rescue it."""
   workdir = os.path.abspath(workdir)
+  source = os.path.join(workdir, 'checkpoints', str(step))
   target = os.path.join(workdir, DAMAGED_DIR, str(step))
+  if not os.path.exists(source):  # another process of the job moved it already
+    return target
   suffix = 0
   while os.path.exists(target):
     suffix += 1
     target = os.path.join(workdir, DAMAGED_DIR, f'{step}-{suffix}')
   os.makedirs(os.path.dirname(target), exist_ok=True)
-  os.rename(os.path.join(workdir, 'checkpoints', str(step)), target)
+  os.rename(source, target)
   return target
 
 

@@ -128,6 +128,16 @@ def test_every_damage_is_detected_and_training_falls_back(trained, tmp_path, whi
   assert checkpointer.all_steps() == [4]
 
 
+def test_setting_aside_twice_keeps_one_copy(tmp_path):
+  """Every process of a job on a shared disk sets the same damaged checkpoint aside."""
+  (tmp_path / 'checkpoints' / '8').mkdir(parents=True)
+  (tmp_path / 'checkpoints' / '8' / 'x').write_text('kept')
+  first = resume.set_aside(str(tmp_path), 8)
+  assert resume.set_aside(str(tmp_path), 8) == first
+  assert os.listdir(tmp_path / resume.DAMAGED_DIR) == ['8']
+  assert (tmp_path / resume.DAMAGED_DIR / '8' / 'x').read_text() == 'kept'
+
+
 @pytest.mark.parametrize('which, how', [('array data', 'truncated'),
                                         ('tree metadata', 'overwritten'),
                                         ('summary', 'deleted')])
