@@ -88,10 +88,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   restored = resume.restore_newest(checkpointer, abstract_state, replicated, warn)
   train_config = config.train.copy_and_resolve_references()
+  minutes = train_config.get('time_budget_minutes')
   if restored:
     state, data_state = restored['state'], restored['data_iterator']
     saved_schedule = restored['schedule'] or _saved_schedule(workdir)
-    if train_config.get('time_budget_minutes'):  # the budget set the schedule's end
+    if minutes:  # the budget, not train.num_steps, set the schedule's end
       train_config.num_steps = saved_schedule[-1]['num_steps']
     schedule = schedule_segments(train_config, saved_schedule, int(state.step))
     state = state.replace(tx=make_optimiser(train_config, schedule))
@@ -99,7 +100,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     state, data_state = jax.jit(init_state, out_shardings=replicated)(), None
     schedule = schedule_segments(train_config)
-  minutes = train_config.get('time_budget_minutes')
   budget = (TimeBudget(minutes, restored['seconds_used'] if restored else 0.0, clock)
             if minutes else None)
   if primary:
