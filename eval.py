@@ -6,6 +6,8 @@ predicted segmentations (NIfTI in the original geometry) and figures.
   python eval.py --workdir=runs/lstm_unet --checkpoint=latest --split=train
   python eval.py --workdir=runs/brats3d --data_root=/data/BraTS2023-Validation --tta
   python eval.py --workdir=runs/lstm_unet --num_iterations=8 --stop_changed_below=0.001
+  python eval.py --workdir=runs/fold0,runs/fold1,runs/fold2 --data_root=/data/BraTS-Val \
+      --output_dir=runs/submission --remove_lesions_below=challenge --save_probabilities
 """
 
 import importlib
@@ -21,7 +23,8 @@ enable_compilation_cache()
 from jaxseg import cli, eval_workdir, workdir as workdir_files
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'runs/lstm_unet', 'Workdir of a training run.')
+flags.DEFINE_list('workdir', ['runs/lstm_unet'], 'Workdir of a training run; several, '
+                  'comma-separated, are an ensemble (the mean of their probabilities).')
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
 flags.DEFINE_enum('split', 'val', ['train', 'val'], 'Data split to evaluate.')
 flags.DEFINE_string('output_dir', None, 'Where to write the results (default: the workdir, '
@@ -37,19 +40,30 @@ flags.DEFINE_integer('num_iterations', None, 'LSTM-U-Net: refinement iterations 
                      'also more than trained with (default: as trained).')
 flags.DEFINE_float('stop_changed_below', None, 'LSTM-U-Net: stop each case at the first '
                    'iteration that changes at most this fraction of its voxels (e.g. 0.001).')
+flags.DEFINE_bool('save_probabilities', False, 'Also write each case\'s per-region '
+                  'probabilities (<case>.npz, float16, original geometry).')
+flags.DEFINE_string('lesion_wise', 'auto', "The BraTS challenge's lesion-wise metrics, by the "
+                    "organisers' brats-evaluation package: 'auto' (the data layout's challenge, "
+                    "when installed), 'none', or a config: gli, mets, ped, MenRT, MenPre, GoAT.")
+flags.DEFINE_string('remove_lesions_below', '', "Remove predicted connected components smaller "
+                    "than this (mm^3) from the written predictions and the metrics: 'challenge' "
+                    "(the challenge's lesion threshold), 50, or per region ET=50,TC=20.")
 flags.DEFINE_bool('all_iterations', False, 'Also write the NIfTI prediction of every earlier '
                   'refinement iteration.')
 
 
 def main(argv):
   cli.parse_flags(argv, __doc__)
+  if not FLAGS.workdir:
+    cli.fail('--workdir is empty; give the workdir of a training run')
   cli.run(lambda: eval_workdir.evaluate_workdir(
       FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
       output_dir=FLAGS.output_dir, data_root=FLAGS.data_root, tta=FLAGS.tta,
       num_figures=FLAGS.num_figures, all_iterations=FLAGS.all_iterations,
       skip_bad_cases=FLAGS.skip_bad_cases, num_iterations=FLAGS.num_iterations,
       stop_changed_below=FLAGS.stop_changed_below,
-      defaults=_defaults(FLAGS.workdir)))
+      save_probabilities=FLAGS.save_probabilities, lesion_wise=FLAGS.lesion_wise,
+      remove_lesions_below=FLAGS.remove_lesions_below, defaults=_defaults(FLAGS.workdir[0])))
 
 
 def _defaults(workdir: str):

@@ -81,6 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   primary = jax.process_index() == 0  # files shared by all processes: written by one
   if primary:
     files.record_splits(workdir, case_ids_by_split(data))
+    files.record_regions(workdir, train_data.regions)
   model, init_state, abstract_state = setup_model(config, train_data)
   files.check_free_space(workdir, abstract_state)
   mesh = parallel.make_mesh()
@@ -185,7 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             window_start, window_steps = time.perf_counter(), 0
 
           if validate:
-            _, summary = evaluation.evaluate(predictor, state.params, val_data, with_hd95=False)
+            _, summary = evaluation.evaluate(predictor.predict(state.params, val_data.images),
+                                             val_data, with_hd95=False)
             progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
             if logger:
               logger.write(completed, 'val', _val_scalars(summary))

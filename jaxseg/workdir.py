@@ -4,6 +4,8 @@
                   model is refused); eval.py reads it, with newer keys from the defaults
   splits.json     the case ids of the training and validation splits (written once;
                   a restart whose data splits differently is refused)
+  regions.json    the regions the model predicts, with their labels (written once);
+                  eval.py scores and writes labels with them
   checkpoints/    checkpointing.py
 
 Also the start-up checks of a workdir: writable, and room for two checkpoints.
@@ -18,10 +20,12 @@ from typing import Any
 import jax
 import ml_collections
 
+from jaxseg.data.regions import Region
 from jaxseg.errors import WorkdirError
 
 CONFIG_FILE = 'config.json'
 SPLITS_FILE = 'splits.json'
+REGIONS_FILE = 'regions.json'
 
 
 
@@ -138,6 +142,35 @@ def record_splits(workdir: str, splits: dict[str, list[str]]) -> None:
   if saved is None:
     with open(path, 'w') as f:
       json.dump(splits, f, indent=1)
+
+
+def record_regions(workdir: str, regions: tuple[Region, ...]) -> None:
+  """Writes regions.json, or checks that the data still has the regions it records."""
+  path = os.path.join(workdir, REGIONS_FILE)
+  saved = read_regions(workdir)
+  if saved is not None and saved != tuple(regions):
+    raise WorkdirError(f'{path}: this run predicts the regions {_names(saved)}, but its data '
+                       f'now has {_names(regions)} (did data.root change?); use a new --workdir')
+  if saved is None:
+    with open(path, 'w') as f:
+      json.dump([{'name': r.name, 'labels': list(r.labels)} for r in regions], f, indent=1)
+
+
+def read_regions(workdir: str) -> tuple[Region, ...] | None:
+  """The regions of regions.json; None for a workdir that predates it."""
+  path = os.path.join(workdir, REGIONS_FILE)
+  if not os.path.exists(path):
+    return None
+  saved = _read_json(path)
+  try:
+    return tuple(Region(str(r['name']), tuple(int(v) for v in r['labels'])) for r in saved)
+  except (TypeError, KeyError, ValueError):
+    raise WorkdirError(f'{path}: not a list of {{"name", "labels"}} regions; restore it '
+                       'from a copy, or use a new --workdir') from None
+
+
+def _names(regions) -> str:
+  return ', '.join(r.name for r in regions)
 
 
 def read_splits(workdir: str) -> dict[str, list[str]] | None:

@@ -6,13 +6,19 @@ import os
 import nibabel as nib
 import numpy as np
 
+from jaxseg.data.layouts import SUBCHALLENGE_PREFIXES
 from jaxseg.data.synthetic import synthetic_case
 
 SHAPE = (24, 20, 16)
 SPACING = (1.0, 1.2, 1.5)
-# Canonical labels (1 necrotic core, 2 oedema, 3 enhancing) -> each layout's own values.
-LAYOUT_LABELS = {'brats2021': {1: 1, 2: 2, 3: 4}, 'brats2023': {1: 1, 2: 2, 3: 3},
-                 'decathlon': {1: 2, 2: 1, 3: 3}}
+# The synthetic cases' labels (1 necrotic core, 2 oedema, 3 enhancing) -> each layout's
+# own values; BraTS-PED 2024-25 numbers them 2 non-enhancing, 4 oedema, 1 enhancing.
+GLIOMA = {1: 1, 2: 2, 3: 3}
+LAYOUT_LABELS = {'brats2021': {1: 1, 2: 2, 3: 4}, 'decathlon': {1: 2, 2: 1, 3: 3},
+                 'brats-ped': {1: 2, 2: 4, 3: 1}}
+# Case-id prefixes of the BraTS 2023+ naming ('brats2023': a prefix of no sub-challenge).
+PREFIXES = {**{layout: prefix for prefix, layout in SUBCHALLENGE_PREFIXES.items()},
+            'brats2023': 'BraTS-XYZ-'}
 DECATHLON_JSON = {
     'name': 'BRATS', 'tensorImageSize': '4D',
     'modality': {'0': 'FLAIR', '1': 'T1w', '2': 't1gd', '3': 'T2w'},
@@ -40,16 +46,21 @@ def save(array: np.ndarray, path: str, matrix=None, dtype=np.float32) -> str:
   return path
 
 
-def make_dataset(root: str, layout: str, num_cases: int = 4, num_unlabelled: int = 0) -> list[str]:
-  """Writes a data set of `layout` under `root`; returns the case ids."""
+def make_dataset(root: str, layout: str, num_cases: int = 4, num_unlabelled: int = 0,
+                 extra_label: int | None = None) -> list[str]:
+  """Writes a data set of `layout` under `root`; returns the case ids. `extra_label`:
+  a label value (4, a resection cavity, say) painted as a small cube away from the
+  tumour of every labelled case."""
   os.makedirs(root, exist_ok=True)
   ids = []
-  mapping = LAYOUT_LABELS[layout]
+  mapping = LAYOUT_LABELS.get(layout, GLIOMA)
   for index in range(num_cases + num_unlabelled):
     raw, labels = case_arrays(index)
     own = np.zeros_like(labels)
     for canonical, value in mapping.items():
       own[labels == canonical] = value
+    if extra_label is not None:
+      own[1:4, 1:4, 1:4] = extra_label
     labelled = index < num_cases
     if layout == 'decathlon':
       case_id = f'BRATS_{index + 1:03d}'
@@ -62,7 +73,7 @@ def make_dataset(root: str, layout: str, num_cases: int = 4, num_unlabelled: int
         save(own, os.path.join(root, 'labelsTr', f'{case_id}.nii.gz'), dtype=np.uint8)
     else:
       case_id = (f'BraTS2021_{index:05d}' if layout == 'brats2021'
-                 else f'BraTS-GLI-{index:05d}-000')
+                 else f'{PREFIXES[layout]}{index:05d}-000')
       sep, names = (('_', ('t1', 't1ce', 't2', 'flair')) if layout == 'brats2021'
                     else ('-', ('t1n', 't1c', 't2w', 't2f')))
       folder = os.path.join(root, case_id)

@@ -31,7 +31,7 @@ def test_brats_data_error_is_the_user_error():
 def test_a_mix_of_brats_layouts_is_refused(tmp_path):
   root = tmp_path / 'data'
   make_dataset(str(root), 'brats2021', num_cases=2)
-  make_dataset(str(root), 'brats2023', num_cases=2)
+  make_dataset(str(root), 'brats-gli', num_cases=2)
   with pytest.raises(errors.DataError) as error:
     cache.prepare(str(root), str(tmp_path / 'cache'), 0, skip_bad_cases=True)
   assert_mentions(str(error.value), 'data.root', str(root), 'BraTS2021_00000',
@@ -41,7 +41,7 @@ def test_a_mix_of_brats_layouts_is_refused(tmp_path):
 def test_folders_not_named_as_cases_are_problems_hidden_and_empty_ones_ignored(
     tmp_path, capsys):
   root = tmp_path / 'data'
-  ids = make_dataset(str(root), 'brats2023', num_cases=2)
+  ids = make_dataset(str(root), 'brats-gli', num_cases=2)
   copy = root / f'{ids[1]} (copy)'  # its files keep the original case's name
   shutil.copytree(root / ids[1], copy)
   shutil.copytree(root / ids[0], root / '.trash')  # hidden: not a case folder
@@ -49,7 +49,7 @@ def test_folders_not_named_as_cases_are_problems_hidden_and_empty_ones_ignored(
   (root / 'notes' / 'readme.txt').write_text('no NIfTI here')
   with pytest.raises(errors.DataError) as error:
     cache.prepare(str(root), str(tmp_path / 'cache'), 0, skip_bad_cases=False)
-  assert_mentions(str(error.value), str(copy), 'not a brats2023 case folder')
+  assert_mentions(str(error.value), str(copy), 'not a brats-gli case folder')
   _, cases, skipped = cache.prepare(str(root), str(tmp_path / 'cache'), 0, skip_bad_cases=True)
   assert [c.case_id for c in cases] == ids
   assert [case_id for case_id, _ in skipped] == [copy.name]
@@ -81,7 +81,7 @@ def test_cases_left_out_of_training_are_accounted_for(tmp_path, tiny_unet_config
 def test_labelled_cases_outside_a_recorded_split_are_accounted_for(
     tmp_path, tiny_unet_config, capsys):
   root = tmp_path / 'data'
-  ids = make_dataset(str(root), 'brats2023', num_cases=4)
+  ids = make_dataset(str(root), 'brats-gli', num_cases=4)
   config = _config(tiny_unet_config, root, tmp_path / 'cache')
   config.val_fraction = 0.34
   recorded = splits.compute_split(ids[:3], config)  # the run began before ids[3] was added
@@ -93,7 +93,7 @@ def test_labelled_cases_outside_a_recorded_split_are_accounted_for(
 
 def test_nothing_is_printed_when_every_case_trains(tmp_path, tiny_unet_config, capsys):
   root = tmp_path / 'data'
-  make_dataset(str(root), 'brats2023', num_cases=3)
+  make_dataset(str(root), 'brats-gli', num_cases=3)
   capsys.readouterr()
   load_splits(_config(tiny_unet_config, root, tmp_path / 'cache'))
   assert 'not trained on' not in capsys.readouterr().out
@@ -103,7 +103,7 @@ def test_nothing_is_printed_when_every_case_trains(tmp_path, tiny_unet_config, c
                                         ('preprocess_workers', -1)])
 def test_bad_data_settings_are_config_errors(tmp_path, tiny_unet_config, key, value):
   root = tmp_path / 'data'
-  make_dataset(str(root), 'brats2023', num_cases=2)
+  make_dataset(str(root), 'brats-gli', num_cases=2)
   config = _config(tiny_unet_config, root, tmp_path / 'cache')
   config[key] = value
   with pytest.raises(errors.ConfigError, match=f'data.{key}'):

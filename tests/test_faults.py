@@ -218,7 +218,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path)
 def test_a_mix_of_brats_layouts_is_one_line_and_the_data_untouched(tmp_path):
   root = tmp_path / 'data'
   nifti_fixtures.make_dataset(str(root / 'a'), 'brats2021', num_cases=1)
-  nifti_fixtures.make_dataset(str(root / 'b'), 'brats2023', num_cases=1)
+  nifti_fixtures.make_dataset(str(root / 'b'), 'brats-gli', num_cases=1)
   for part in ('a', 'b'):
     for name in os.listdir(root / part):
       shutil.move(str(root / part / name), str(root / name))
@@ -233,7 +233,7 @@ def test_a_mix_of_brats_layouts_is_one_line_and_the_data_untouched(tmp_path):
 
 def test_eval_names_its_own_skip_flag_and_accepts_it(trained, tmp_path):
   root, output = tmp_path / 'data', tmp_path / 'out'
-  nifti_fixtures.make_dataset(str(root), 'brats2023', num_cases=2)
+  nifti_fixtures.make_dataset(str(root), 'brats-gli', num_cases=2)
   bad, good = sorted(os.listdir(root))
   os.remove(root / bad / f'{bad}-t2w.nii.gz')
   before = _tree_digest(root)

@@ -29,7 +29,8 @@ def test_tiny_model_overfits_two_images(tiny_unet_config):
     state, _ = step(state, batch)
   predictor = SlidingWindowPredictor.from_config(model, config.eval, config.data.image_size,
                                                  parallel.make_mesh())
-  _, summary = evaluation.evaluate(predictor, state.params, data, with_hd95=False)
+  _, summary = evaluation.evaluate(predictor.predict(state.params, data.images), data,
+                                    with_hd95=False)
   assert summary['dice'] >= 0.9, summary['per_region']
 
 

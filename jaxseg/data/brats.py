@@ -1,28 +1,27 @@
-"""BraTS data sets in NIfTI: their layouts, label numberings and case discovery.
+"""BraTS data sets in NIfTI: recognising their layout and finding their cases.
 
-Three layouts are recognised from the files under `data.root`:
+The layouts, with their labels and regions, are the table of layouts.py. Recognised
+from the files under `data.root`:
 
   brats2021   BraTS2021_00000/BraTS2021_00000_{t1,t1ce,t2,flair,seg}.nii.gz
-              labels 0, 1 necrotic core, 2 oedema, 4 enhancing tumour
-  brats2023   BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f,seg}.nii.gz
-              labels 0, 1 necrotic core, 2 oedema, 3 enhancing tumour
+  BraTS 2023+ BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f,seg}.nii.gz: the
+              sub-challenge from the prefix (GLI, SSA, GoAT, MEN, MET, PED; another
+              prefix: 'brats2023', glioma labels 1-3)
   decathlon   imagesTr/BRATS_001.nii.gz (4D), labelsTr/BRATS_001.nii.gz, dataset.json
               (Medical Segmentation Decathlon Task01): label meanings from dataset.json,
               by default 1 oedema, 2 non-enhancing tumour, 3 enhancing tumour
 
 Plain `.nii` works too. Whatever the layout, a case is read into channels in the
-order of CHANNELS and labels in one canonical numbering (BraTS 2023's: 1 necrotic /
-non-enhancing core, 2 oedema, 3 enhancing), so the regions WT, TC, ET are derived the
-same way for every layout. `Layout.from_canonical` maps predictions back to the
-layout's own label values. A case without a segmentation is unlabelled. Reading a
-case's files is nifti_case.py's.
+order of CHANNELS and labels in its family's canonical numbering (layouts.py), so
+regions are derived the same way for every layout of a family. A case without a
+segmentation is unlabelled. Reading a case's files is nifti_case.py's.
 
 Case folders of the BraTS layouts are the non-hidden subdirectories of `data.root` that
 hold NIfTI files; hidden folders ('.x') and folders without NIfTI files are ignored.
-A root mixing BraTS 2021 and 2023 case folders is refused (one layout would be read
-and the other's cases dropped). A folder with NIfTI files not named as a case folder
-of the layout is a problem of that folder, like a case missing a modality: fatal, or
-listed and skipped with data.skip_bad_cases.
+A root mixing layouts (BraTS 2021 and 2023 naming, or two sub-challenges) is refused:
+one layout would be read and the other's cases dropped or mislabelled. A folder with
+NIfTI files not named as a case folder of the layout is a problem of that folder, like
+a case missing a modality: fatal, or listed and skipped with data.skip_bad_cases.
 
 Every problem with a file raises `DataError` with one line naming the file.
 """
@@ -32,27 +31,12 @@ import json
 import os
 import re
 
-import numpy as np
-
+from jaxseg.data import layouts
+from jaxseg.data.layouts import Layout
 from jaxseg.errors import DataError  # noqa: F401  (brats.DataError, as before)
 
 CHANNELS = ('t1', 't1ce', 't2', 'flair')
-CANONICAL_LABELS = {'necrotic_core': 1, 'oedema': 2, 'enhancing_tumour': 3}
 NIFTI_SUFFIXES = ('.nii.gz', '.nii')
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-  name: str
-  label_values: tuple[int, ...]      # the layout's own label values, background first
-  to_canonical: dict[int, int]       # layout label -> canonical label
-
-  def from_canonical(self, labels: np.ndarray) -> np.ndarray:
-    """Canonical label map -> this layout's label values (for writing predictions)."""
-    lookup = np.zeros(max(CANONICAL_LABELS.values()) + 1, np.uint8)
-    for own, canonical in self.to_canonical.items():
-      lookup[canonical] = own
-    return lookup[labels]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +52,10 @@ class CaseFiles:
     return self.images + ((self.seg,) if self.seg else ())
 
 
-BRATS_2021 = Layout('brats2021', (0, 1, 2, 4), {0: 0, 1: 1, 2: 2, 4: 3})
-BRATS_2023 = Layout('brats2023', (0, 1, 2, 3), {0: 0, 1: 1, 2: 2, 3: 3})
-# Per-case file suffixes of each channel (CHANNELS order) for the two BraTS layouts.
-_SUFFIXES = {'brats2021': ('_t1', '_t1ce', '_t2', '_flair', '_seg'),
-             'brats2023': ('-t1n', '-t1c', '-t2w', '-t2f', '-seg')}
+# Per-case file suffixes of each channel (CHANNELS order) and the segmentation, for the
+# two namings of BraTS case folders.
+_SUFFIXES = {'2021': ('_t1', '_t1ce', '_t2', '_flair', '_seg'),
+             '2023': ('-t1n', '-t1c', '-t2w', '-t2f', '-seg')}
 # Decathlon modality names -> CHANNELS; label names -> canonical labels.
 _MODALITY_NAMES = {'t1': 't1', 't1w': 't1', 't1n': 't1', 't1gd': 't1ce', 't1ce': 't1ce',
                    't1c': 't1ce', 't2': 't2', 't2w': 't2', 'flair': 'flair', 't2f': 'flair'}
@@ -100,9 +83,9 @@ def _folder_layouts(directory: str) -> set[str]:
   found = set()
   for file_name in os.listdir(directory):
     stem = _nifti_stem(file_name)
-    for layout, suffixes in _SUFFIXES.items():
+    for naming, suffixes in _SUFFIXES.items():
       if stem and stem.startswith(name) and stem[len(name):] in suffixes:
-        found.add(layout)
+        found.add('brats2021' if naming == '2021' else layouts.layout_of_folder(name))
   return found
 
 
@@ -113,9 +96,10 @@ def _case_folders(root: str) -> list[os.DirEntry]:
 
 
 def detect_layout(root: str) -> str | None:
-  """'brats2021', 'brats2023', 'decathlon', 'folders' or None (nothing recognised).
+  """A layout name of layouts.LAYOUTS, 'decathlon', 'folders' or None (nothing
+  recognised).
 
-  Raises DataError when `root` holds case folders of both BraTS layouts.
+  Raises DataError when `root` holds case folders of two layouts.
   """
   if os.path.isfile(os.path.join(root, 'dataset.json')) and (
       os.path.isdir(os.path.join(root, 'imagesTr')) or
@@ -128,9 +112,9 @@ def detect_layout(root: str) -> str | None:
     for layout in _folder_layouts(entry.path):
       example.setdefault(layout, entry.name)
   if len(example) > 1:
-    raise DataError(f'data.root: {root} mixes case folders of the BraTS 2021 layout '
-                    f'({example["brats2021"]}) and the BraTS 2023 layout '
-                    f'({example["brats2023"]}); give one layout per data.root')
+    (first, one), (second, other) = sorted(example.items(), key=lambda item: item[1])[:2]
+    raise DataError(f'data.root: {root} mixes case folders of the {first} layout ({one}) '
+                    f'and the {second} layout ({other}); give one layout per data.root')
   return next(iter(example), None)
 
 
@@ -158,7 +142,7 @@ def discover(root: str) -> tuple[Layout, list[CaseFiles], list[tuple[str, str]]]
 
 
 def _discover_brats(root: str, layout: str):
-  suffixes = _SUFFIXES[layout]
+  suffixes = _SUFFIXES['2021' if layout == 'brats2021' else '2023']
   cases, problems = [], []
   for entry in _case_folders(root):
     found = [_find(entry.path, entry.name + suffix) for suffix in suffixes]
@@ -178,7 +162,7 @@ def _discover_brats(root: str, layout: str):
     cases.append(CaseFiles(entry.name, tuple(found[:4]), found[4]))
   if not cases and not problems:
     raise DataError(f'data.root: {root}: no case folders found')
-  return (BRATS_2021 if layout == 'brats2021' else BRATS_2023), cases, problems
+  return layouts.LAYOUTS[layout], cases, problems
 
 
 def _discover_decathlon(root: str):
@@ -205,7 +189,7 @@ def _discover_decathlon(root: str):
       raise DataError(f'{json_path}: label {value} {name!r} is not a BraTS tumour '
                       'sub-region (oedema, non-enhancing/necrotic, enhancing)')
     to_canonical[value] = canonical
-  layout = Layout('decathlon', tuple(sorted(to_canonical)), to_canonical)
+  layout = layouts.decathlon_layout(to_canonical)
   channel_index = tuple(by_channel[c] for c in CHANNELS)
 
   cases = []

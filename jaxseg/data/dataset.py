@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxseg.data.layouts import Layout
 from jaxseg.data.regions import Region
 
 
@@ -20,6 +21,7 @@ class SegmentationData:
   foreground: Sequence[np.ndarray] | None = None  # per case [label, *index] rows
   source: Sequence[dict] | None = None  # per case geometry of cached NIfTI (cache meta)
   origin: str = 'synthetic'           # 'synthetic', 'folders' or 'nifti'
+  layout: Layout | None = None        # NIfTI: the BraTS layout (labels, challenge)
 
   def __len__(self):
     return len(self.case_ids)

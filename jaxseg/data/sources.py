@@ -5,23 +5,30 @@ memory-mapped, see cache.py). Splits are by case (splits.py). When training, eve
 of data.root that neither trains nor validates (no segmentation, bad and skipped, not in
 the run's recorded split) is accounted for in one printed line."""
 
+import dataclasses
 import os
 from typing import Sequence
 
 import ml_collections
 import numpy as np
 
-from jaxseg.data import brats, cache, folders, splits, synthetic
+from jaxseg.data import brats, cache, folders, layouts, splits, synthetic
 from jaxseg.data.dataset import SegmentationData
-from jaxseg.data.regions import BRATS_2023_REGIONS
+from jaxseg.data.regions import Region
 from jaxseg.errors import ConfigError, DataError
 
 
 def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
-                recorded: dict | None = None) -> dict[str, SegmentationData]:
+                recorded: dict | None = None, regions: tuple[Region, ...] | None = None
+                ) -> dict[str, SegmentationData]:
   """{split name: data} for `names`: 'train', 'val' (labelled cases), or 'all' (every
   case of data.root, unlabelled ones included). `recorded` is a splits.json to follow
-  instead of computing the split afresh."""
+  instead of computing the split afresh.
+
+  The regions are those of the data: its layout's (layouts.py) that occur in its
+  labelled cases, or a 2D folder's labels. `regions` (those a model was trained on)
+  replaces them, and is refused with one line when the data has no such regions.
+  """
   image_size = tuple(data_config.image_size)
   if len(image_size) not in (2, 3) or min(image_size) < 8:
     raise ConfigError(f'data.image_size: need 2 or 3 sizes of at least 8, got {image_size}')
@@ -29,11 +36,19 @@ def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
     if 'all' in names:
       raise ConfigError('data.root is not set: the embedded data has no directory to '
                         'predict; give a data root')
-    return {name: _synthetic(data_config, name, image_size) for name in names}
-  root = os.path.abspath(os.path.expanduser(data_config.root))
-  if os.path.isdir(root) and brats.detect_layout(root) == 'folders':
-    return _folder_splits(data_config, root, image_size, names, recorded)
-  return _nifti_splits(data_config, root, names, recorded)
+    out = {name: _synthetic(data_config, name, image_size) for name in names}
+    available = layouts.GLIOMA_REGIONS
+  else:
+    root = os.path.abspath(os.path.expanduser(data_config.root))
+    if os.path.isdir(root) and brats.detect_layout(root) == 'folders':
+      out = _folder_splits(data_config, root, image_size, names, recorded)
+      available = next(iter(out.values())).regions
+    else:
+      out, available = _nifti_splits(data_config, root, names, recorded)
+  if regions is None:
+    return out
+  layouts.check_regions(regions, available, data_config.root or 'the embedded data')
+  return {name: dataclasses.replace(data, regions=tuple(regions)) for name, data in out.items()}
 
 
 def _synthetic(data_config, split: str, image_size) -> SegmentationData:
@@ -44,7 +59,7 @@ def _synthetic(data_config, split: str, image_size) -> SegmentationData:
   images, labels, case_ids = synthetic.synthetic_split(image_size, data_config.seed, split,
                                                        num_cases)
   return SegmentationData(images, labels, tuple(case_ids), ((1.0,) * len(image_size),) * num_cases,
-                          BRATS_2023_REGIONS, synthetic.CHANNELS)
+                          layouts.GLIOMA_REGIONS, synthetic.CHANNELS)
 
 
 def _folder_splits(data_config, root, image_size, names, recorded):
@@ -73,7 +88,7 @@ def _nifti_splits(data_config, root, names, recorded):
   workers = data_config.preprocess_workers
   if (workers or 0) < 0:
     raise ConfigError(f'data.preprocess_workers must be >= 0, got {workers}')
-  _, cases, skipped = cache.prepare(root, data_config.cache_dir,
+  layout, cases, skipped = cache.prepare(root, data_config.cache_dir,
                                     os.cpu_count() if workers is None else workers,
                                     data_config.skip_bad_cases)
   by_id = {case.case_id: case for case in cases}
@@ -86,16 +101,21 @@ def _nifti_splits(data_config, root, names, recorded):
     ids = {**splits.choose_split(labelled, data_config, recorded), 'all': list(by_id)}
     if 'train' in names and (line := _unused_line(root, cases, skipped, ids)):
       print(line)
+  present = set()
+  for case in cases:
+    if case.labelled:
+      present.update(np.unique(case.array('foreground')[:, 0]).tolist())
+  regions = layouts.regions_present(layout, present)
   out = {}
   for name in names:
     chosen = [by_id[c] for c in ids[name]]
     metas = [case.meta for case in chosen]
     out[name] = SegmentationData(
         _CachedArrays(chosen, 'image', tuple(channel_index)), _CachedArrays(chosen, 'labels'),
-        tuple(ids[name]), tuple(tuple(m['spacing']) for m in metas), BRATS_2023_REGIONS,
+        tuple(ids[name]), tuple(tuple(m['spacing']) for m in metas), regions or layout.regions,
         tuple(data_config.modalities), _CachedArrays(chosen, 'foreground'), tuple(metas),
-        origin='nifti')
-  return out
+        origin='nifti', layout=layout)
+  return out, layout.regions
 
 
 def _unused_line(root: str, cases: list[cache.CachedCase], skipped: list[tuple[str, str]],
