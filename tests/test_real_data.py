@@ -19,14 +19,14 @@ TINY = ['--config.model.features=(4, 8)', '--config.train.num_steps=2',
         '--config.eval.every_steps=2', '--config.checkpoint.every_steps=2',
         '--config.train.log_every_steps=1']
 
-LAYOUT_VALUES = {'brats2021': (0, 1, 2, 4), 'brats2023': (0, 1, 2, 3), 'decathlon': (0, 1, 2, 3)}
+LAYOUT_VALUES = {'brats2021': (0, 1, 2, 4), 'brats-gli': (0, 1, 2, 3), 'decathlon': (0, 1, 2, 3)}
 LAYOUT_RUNS = {
     # 3D LSTM-U-Net on patches, with augmentation, in-process data loading.
     'brats2021': ['--config=configs/lstm_unet.py:3d', '--config.data.image_size=(16, 16, 16)',
                   '--config.model.num_iterations=2', '--config.eval.batch_size=2',
                   '--config.augment.enabled=True', '--config.data.preprocess_workers=0'],
     # 2D U-Net on axial slices of the volumes.
-    'brats2023': ['--config=configs/unet.py', '--config.data.image_size=(16, 16)',
+    'brats-gli': ['--config=configs/unet.py', '--config.data.image_size=(16, 16)',
                   '--config.eval.batch_size=16', '--config.data.preprocess_workers=0'],
     # 2D LSTM-U-Net, preprocessing and loading in worker processes.
     'decathlon': ['--config=configs/lstm_unet.py', '--config.data.image_size=(16, 16)',
@@ -77,7 +77,7 @@ def check_predictions(data, workdir, layout, case_ids):
     rows = list(csv.DictReader(f))
   last = max(int(r['iteration']) for r in rows)
   regions = {'brats2021': {'WT': (1, 2, 4), 'TC': (1, 4), 'ET': (4,)},
-             'brats2023': {'WT': (1, 2, 3), 'TC': (1, 3), 'ET': (3,)},
+             'brats-gli': {'WT': (1, 2, 3), 'TC': (1, 3), 'ET': (3,)},
              'decathlon': {'WT': (1, 2, 3), 'TC': (2, 3), 'ET': (3,)}}[layout]
   total = 0.0
   for case in case_ids:
@@ -105,14 +105,14 @@ def check_predictions(data, workdir, layout, case_ids):
 
 def test_unlabelled_directory_gets_predictions_only(tmp_path):
   data = tmp_path / 'data'
-  make_dataset(str(data), 'brats2023', num_cases=4)
+  make_dataset(str(data), 'brats-gli', num_cases=4)
   workdir = tmp_path / 'run'
   common = [f'--config.data.cache_dir={tmp_path / "cache"}']
-  code, _, err = run('train.py', *LAYOUT_RUNS['brats2023'], *TINY, *common,
+  code, _, err = run('train.py', *LAYOUT_RUNS['brats-gli'], *TINY, *common,
                      f'--config.data.root={data}', f'--workdir={workdir}')
   assert code == 0, err
   unlabelled = tmp_path / 'unlabelled'
-  ids = make_dataset(str(unlabelled), 'brats2023', num_cases=0, num_unlabelled=2)
+  ids = make_dataset(str(unlabelled), 'brats-gli', num_cases=0, num_unlabelled=2)
   code, out, err = run('eval.py', f'--workdir={workdir}', f'--data_root={unlabelled}')
   assert code == 0, err
   assert 'No case of' in out and 'wrote predictions only' in out
@@ -127,9 +127,9 @@ def test_unlabelled_directory_gets_predictions_only(tmp_path):
 
 def test_bad_case_stops_training_before_any_step(tmp_path):
   data = tmp_path / 'data'
-  make_dataset(str(data), 'brats2023', num_cases=3)
+  make_dataset(str(data), 'brats-gli', num_cases=3)
   os.remove(data / 'BraTS-GLI-00002-000' / 'BraTS-GLI-00002-000-t2f.nii.gz')
-  args = [*LAYOUT_RUNS['brats2023'], *TINY, f'--config.data.root={data}',
+  args = [*LAYOUT_RUNS['brats-gli'], *TINY, f'--config.data.root={data}',
           f'--config.data.cache_dir={tmp_path / "cache"}', f'--workdir={tmp_path / "run"}']
   code, _, err = run('train.py', *args)
   assert_one_line_error(code, err, 'BraTS-GLI-00002-000: missing flair image',

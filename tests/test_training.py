@@ -72,7 +72,7 @@ def test_eval_reproduces_the_training_dice(trained_workdir, tmp_path):
     assert np.isfinite(saved[key])
   with open(tmp_path / 'per_case_metrics.csv') as f:
     lines = f.read().strip().splitlines()
-  assert lines[0] == 'case,iteration,region,dice,jaccard,recall,precision,hd95'
+  assert lines[0] == 'case,iteration,region,dice,jaccard,recall,precision,hd95,convention'
   assert len(lines) - 1 == config.data.num_val_cases * 2 * 3  # cases x iterations x regions
 
 
