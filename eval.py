@@ -8,6 +8,8 @@ predicted segmentations (NIfTI in the original geometry) and figures.
   python eval.py --workdir=runs/lstm_unet --num_iterations=8 --stop_changed_below=0.001
   python eval.py --workdir=runs/fold0,runs/fold1,runs/fold2 --data_root=/data/BraTS-Val \
       --output_dir=runs/submission --remove_lesions_below=challenge --save_probabilities
+  python eval.py --workdir=runs/fold0 --probabilities=runs/fold1_val,runs/fold2_val \
+      --data_root=/data/BraTS-Val --output_dir=runs/submission
 """
 
 import importlib
@@ -25,6 +27,9 @@ from jaxseg import cli, eval_workdir, workdir as workdir_files
 FLAGS = flags.FLAGS
 flags.DEFINE_list('workdir', ['runs/lstm_unet'], 'Workdir of a training run; several, '
                   'comma-separated, are an ensemble (the mean of their probabilities).')
+flags.DEFINE_list('probabilities', [], 'Folders of probabilities saved by eval.py '
+                  '--save_probabilities on the same --data_root (folds predicted elsewhere): '
+                  'more members of the ensemble.')
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
 flags.DEFINE_enum('split', 'val', ['train', 'val'], 'Data split to evaluate.')
 flags.DEFINE_string('output_dir', None, 'Where to write the results (default: the workdir, '
@@ -63,7 +68,8 @@ def main(argv):
       skip_bad_cases=FLAGS.skip_bad_cases, num_iterations=FLAGS.num_iterations,
       stop_changed_below=FLAGS.stop_changed_below,
       save_probabilities=FLAGS.save_probabilities, lesion_wise=FLAGS.lesion_wise,
-      remove_lesions_below=FLAGS.remove_lesions_below, defaults=_defaults(FLAGS.workdir[0])))
+      remove_lesions_below=FLAGS.remove_lesions_below, probability_dirs=FLAGS.probabilities,
+      defaults=_defaults(FLAGS.workdir[0])))
 
 
 def _defaults(workdir: str):

@@ -4,15 +4,19 @@ The k models of a k-fold cross-validation (or any models with the same regions, 
 channels and window size) each predict every case; their sigmoid probabilities are
 averaged per region and voxel, and a region is predicted where the mean is above 0.5,
 as nnU-Net ensembles folds. Models with the same number of refinement iterations are
-averaged iteration by iteration; otherwise only their final iterations are.
+averaged iteration by iteration; otherwise only their final iterations are. Probabilities
+saved earlier by eval.py --save_probabilities (folds predicted on other machines) join
+as members too (`saved_probability_logits`).
 """
 
+import os
+import zipfile
 from typing import Iterable, Iterator
 
 import numpy as np
 from scipy import special
 
-from jaxseg.errors import ConfigError
+from jaxseg.errors import ConfigError, DataError
 
 
 def mean_probability_logits(streams: list[Iterable[tuple[int, np.ndarray]]]
@@ -45,3 +49,70 @@ def check_members(workdirs: list[str], configs: list, regions: list) -> None:
       if mine != theirs:
         raise ConfigError(f'ensemble: {workdir} has {name} {mine}, but {first} has {theirs}; '
                           'the members of an ensemble must agree')
+
+
+def saved_probability_logits(folder: str, data) -> Iterator[tuple[int, np.ndarray]]:
+  """A member of the ensemble from probabilities saved earlier (eval.py
+  --save_probabilities): yields (case index, logits (1, *spatial, R)) of every case of
+  `data`, like a model's predictions. `folder` is the output directory of that eval.py
+  run or its predictions/ folder. Every case must have its file, with the ensemble's
+  regions; both are checked before anything is predicted (one-line DataError)."""
+  return _saved_stream(_probability_files(folder, data), data)
+
+
+def _saved_stream(paths: list[str], data) -> Iterator[tuple[int, np.ndarray]]:
+  region_names = [r.name for r in data.regions]
+  for index, path in enumerate(paths):
+    probabilities = _read_probabilities(path, region_names)
+    if data.origin == 'nifti':  # original geometry -> the cropped case the models see
+      meta = data.source[index]
+      if probabilities.shape[1:] != tuple(meta['original_shape']):
+        raise DataError(f'{path}: probabilities of shape {probabilities.shape[1:]}, but case '
+                        f'{data.case_ids[index]} has shape {tuple(meta["original_shape"])}')
+      crop = tuple(slice(a, b) for a, b in zip(meta['crop_start'], meta['crop_stop']))
+      probabilities = probabilities[(slice(None), *crop)]
+    probabilities = np.moveaxis(probabilities, 0, -1)
+    expected = tuple(np.shape(data.images[index])[:-1])
+    if probabilities.shape[:-1] != expected:
+      raise DataError(f'{path}: probabilities of shape {probabilities.shape[:-1]}, but the '
+                      f'ensemble predicts case {data.case_ids[index]} at {expected}')
+    # float16 holds 0 and 1 exactly; clip so that the logit stays finite.
+    clipped = np.clip(probabilities.astype(np.float32), 1e-6, 1 - 1e-6)
+    yield index, special.logit(clipped)[None].astype(np.float32)
+
+
+def _probability_files(folder: str, data) -> list[str]:
+  directory = os.path.join(folder, 'predictions')
+  directory = directory if os.path.isdir(directory) else folder
+  if not os.path.isdir(directory):
+    raise DataError(f'--probabilities {folder}: not a directory')
+  paths = [os.path.join(directory, f'{case_id}.npz') for case_id in data.case_ids]
+  missing = [case_id for case_id, path in zip(data.case_ids, paths) if not os.path.isfile(path)]
+  if missing:
+    some = ', '.join(missing[:3]) + (', ...' if len(missing) > 3 else '')
+    raise DataError(f'--probabilities {folder}: no probabilities for {len(missing)} of the '
+                    f'{len(paths)} case(s) ({some}); write them with eval.py '
+                    '--save_probabilities on the same data')
+  region_names = [r.name for r in data.regions]
+  for path in paths:  # cheap: the region names only, before hours of predicting
+    _read_probabilities(path, region_names, names_only=True)
+  return paths
+
+
+def _read_probabilities(path: str, region_names: list[str], names_only: bool = False):
+  try:
+    with np.load(path) as saved:  # no allow_pickle: a user's file
+      regions = [str(name) for name in saved['regions']]
+      if regions != region_names:
+        raise DataError(f'{path}: probabilities of regions {",".join(regions)}, but the '
+                        f'ensemble predicts {",".join(region_names)}')
+      if names_only:
+        return None
+      probabilities = saved['probabilities']
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+    raise DataError(f'{path}: not readable as probabilities written by eval.py '
+                    f'--save_probabilities ({error})') from None
+  if probabilities.ndim < 3 or len(probabilities) != len(region_names):
+    raise DataError(f'{path}: probabilities of shape {probabilities.shape}, expected '
+                    f'({len(region_names)}, *case shape)')
+  return probabilities

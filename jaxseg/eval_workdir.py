@@ -30,6 +30,7 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
                      skip_bad_cases: bool = False, num_iterations: int | None = None,
                      stop_changed_below: float | None = None, save_probabilities: bool = False,
                      lesion_wise: str = 'auto', remove_lesions_below: str = '',
+                     probability_dirs: list[str] = (),
                      defaults: ml_collections.ConfigDict | None = None) -> dict | None:
   """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
   every case under `data_root`), scores the labelled cases and writes the results.
@@ -38,6 +39,8 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
 
   Several workdirs are an ensemble (the mean of their probabilities), evaluated on
   `data_root` (each fold's validation split is another's training data).
+  `probability_dirs`: folders of probabilities saved by an earlier eval.py
+  --save_probabilities on the same data, each one more member of the ensemble.
   `num_iterations`: refinement iterations of the LSTM-U-Net, more (or fewer) than it
   was trained with: the same parameters serve every iteration. `stop_changed_below`:
   each case stops at the first iteration that changes at most this fraction of its
@@ -45,14 +48,22 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   challenge config (challenge_metrics.py). `remove_lesions_below`: postprocess.py.
   """
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
-  if len(workdirs) > 1 and not data_root:
-    raise ConfigError('an ensemble of workdirs is evaluated on --data_root (a test or '
-                      'challenge validation directory): each fold\'s validation cases are '
-                      'training cases of the other folds')
-  if len(workdirs) > 1 and not output_dir:
-    raise ConfigError('an ensemble of workdirs needs --output_dir for its results')
-  if len(set(map(os.path.abspath, workdirs))) < len(workdirs):
-    raise ConfigError(f'--workdir lists a workdir twice: {",".join(workdirs)}')
+  probability_dirs = list(probability_dirs)
+  is_ensemble = len(workdirs) + len(probability_dirs) > 1
+  if is_ensemble and not data_root:
+    raise ConfigError('an ensemble is evaluated on --data_root (a test or challenge '
+                      'validation directory): each fold\'s validation cases are training '
+                      'cases of the other folds')
+  if is_ensemble and not output_dir:
+    raise ConfigError('an ensemble needs --output_dir for its results')
+  for flag, paths in (('--workdir', workdirs), ('--probabilities', probability_dirs)):
+    if len(set(map(os.path.abspath, paths))) < len(paths):
+      raise ConfigError(f'{flag} lists a directory twice: {",".join(paths)}')
+  for folder in probability_dirs:
+    if output_dir and os.path.abspath(folder) in (os.path.abspath(output_dir), os.path.abspath(
+        os.path.join(output_dir, 'predictions'))):
+      raise ConfigError(f'--output_dir {output_dir} would overwrite the probabilities it '
+                        f'averages (--probabilities {folder}); choose another')
   configs = [files.read_config(w, defaults) for w in workdirs]
   regions = [files.read_regions(w) or _regions_before_regions_json(c)
              for w, c in zip(workdirs, configs)]
@@ -89,7 +100,8 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   challenge = challenge_metrics.choose(lesion_wise, data.layout)
   scorer = challenge_metrics.LesionWiseScorer(challenge) if challenge else None
   mesh = parallel.make_mesh()
-  streams = []
+  # Saved probabilities first: every case and its regions are checked before predicting.
+  streams = [ensemble.saved_probability_logits(folder, data) for folder in probability_dirs]
   for member, member_config, checkpointer, step in zip(workdirs, configs, checkpointers, steps):
     params = _restore_params(member, member_config, checkpointer, step, data, mesh)
     image_size = tuple(member_config.data.image_size)
@@ -115,8 +127,9 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
                  data=source if not data_root else 'data_root',
                  mirror_axes=list(range(len(config.data.image_size))) if tta
                  else list(config.eval.mirror_axes))
-  if len(workdirs) > 1:
-    summary['ensemble'] = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  if is_ensemble:
+    summary['ensemble'] = [os.path.basename(os.path.normpath(w))
+                           for w in workdirs + probability_dirs]
   if trained_iterations is not None:
     summary.update(num_iterations=config.model.num_iterations,
                    num_iterations_trained=trained_iterations)

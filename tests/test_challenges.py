@@ -201,6 +201,41 @@ def test_an_ensemble_averages_its_members_probabilities(gli_runs, tmp_path):
   assert summary['ensemble'] == ['run0', 'run1']
   np.testing.assert_allclose(saved[2], (saved[0] + saved[1]) / 2, atol=2e-3)
   assert not np.allclose(saved[0], saved[1], atol=1e-2)  # two different members
+  # A fold predicted elsewhere joins through its saved probabilities: the same ensemble.
+  out = tmp_path / 'b_and_saved_a'
+  summary = eval_workdir.evaluate_workdir(workdirs[1:], probability_dirs=[str(tmp_path / 'a')],
+                                          data_root=str(data), output_dir=str(out),
+                                          num_figures=0, save_probabilities=True,
+                                          lesion_wise='none')
+  assert summary['ensemble'] == ['run1', 'a']
+  with np.load(out / 'predictions' / f'{case_id}.npz') as arrays:
+    np.testing.assert_allclose(arrays['probabilities'].astype(np.float32), saved[2], atol=2e-3)
+
+
+def test_saved_probabilities_that_do_not_fit_are_refused(gli_runs, tmp_path):
+  data, (workdir, other) = gli_runs
+  saved = tmp_path / 'saved'
+  eval_workdir.evaluate_workdir(other, data_root=str(data), output_dir=str(saved),
+                                num_figures=0, save_probabilities=True, lesion_wise='none')
+  case_ids = sorted(os.listdir(data))
+  args = dict(data_root=str(data), output_dir=str(tmp_path / 'out'), num_figures=0,
+              lesion_wise='none')
+  with np.load(saved / 'predictions' / f'{case_ids[1]}.npz') as arrays:
+    probabilities = arrays['probabilities']
+  np.savez_compressed(saved / 'predictions' / f'{case_ids[1]}.npz',
+                      probabilities=probabilities[:3], regions=np.array(['WT', 'TC', 'ET']))
+  with pytest.raises(errors.DataError) as error:  # another model's region set
+    eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)], **args)
+  assert f'{case_ids[1]}.npz' in str(error.value) and 'WT,TC,ET,RC' in str(error.value)
+  os.remove(saved / 'predictions' / f'{case_ids[1]}.npz')
+  with pytest.raises(errors.DataError) as error:  # a case missing
+    eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)], **args)
+  assert str(saved) in str(error.value) and case_ids[1] in str(error.value)
+  with pytest.raises(errors.ConfigError) as error:  # never overwrite what is averaged
+    eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)],
+                                  **{**args, 'output_dir': str(saved)})
+  assert 'overwrite' in str(error.value)
+  assert not os.path.exists(tmp_path / 'out' / 'metrics.json')
 
 
 def test_ensembles_of_members_that_disagree_are_refused(gli_runs, tmp_path):
