@@ -29,6 +29,9 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.data.val_fraction = 0.3    # share of a data.root's cases used for validation ...
   config.data.num_folds = 5 if brats else 0  # ... unless > 0: k-fold split by case,
   config.data.fold = 0                        # validating on this fold
+  # A labelled validation directory of the same kind: then every labelled case of
+  # data.root trains, every one of data.val_root validates, and nothing is split.
+  config.data.val_root = config_dict.placeholder(str)
   # Model input: 2D images / slices, or 3D patches, cut from the cases.
   config.data.image_size = {'2d': (64, 64), '3d': (32, 32, 32), 'brats2d': (192, 192),
                             'brats3d': (128, 128, 128)}[variant]

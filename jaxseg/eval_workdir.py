@@ -84,9 +84,9 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   else:
     source = f'{split} split'
     output_dir = output_dir or workdirs[0]
-  if data_config.root:
-    data_dir = os.path.abspath(os.path.expanduser(data_config.root))
-    if os.path.commonpath([os.path.abspath(output_dir), data_dir]) == data_dir:
+  for root in (data_config.root, None if data_root else data_config.get('val_root')):
+    data_dir = root and os.path.abspath(os.path.expanduser(root))
+    if data_dir and os.path.commonpath([os.path.abspath(output_dir), data_dir]) == data_dir:
       raise WorkdirError(f'--output_dir {output_dir} is inside the data directory {data_dir}, '
                          'which is never written; choose another')
   files.prepare_workdir(output_dir, flag='--output_dir')  # before hours of predicting

@@ -47,21 +47,21 @@ def save(array: np.ndarray, path: str, matrix=None, dtype=np.float32) -> str:
 
 
 def make_dataset(root: str, layout: str, num_cases: int = 4, num_unlabelled: int = 0,
-                 extra_label: int | None = None) -> list[str]:
+                 extra_label: int | None = None, first_index: int = 0) -> list[str]:
   """Writes a data set of `layout` under `root`; returns the case ids. `extra_label`:
   a label value (4, a resection cavity, say) painted as a small cube away from the
-  tumour of every labelled case."""
+  tumour of every labelled case. Case numbers start at `first_index`."""
   os.makedirs(root, exist_ok=True)
   ids = []
   mapping = LAYOUT_LABELS.get(layout, GLIOMA)
-  for index in range(num_cases + num_unlabelled):
+  for index in range(first_index, first_index + num_cases + num_unlabelled):
     raw, labels = case_arrays(index)
     own = np.zeros_like(labels)
     for canonical, value in mapping.items():
       own[labels == canonical] = value
     if extra_label is not None:
       own[1:4, 1:4, 1:4] = extra_label
-    labelled = index < num_cases
+    labelled = index < first_index + num_cases
     if layout == 'decathlon':
       case_id = f'BRATS_{index + 1:03d}'
       folder = 'imagesTr' if labelled else 'imagesTs'

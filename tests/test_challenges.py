@@ -362,6 +362,51 @@ def test_lesion_wise_flag_errors(tmp_path):
   assert 'gli, mets' in str(error.value)
 
 
+# --- A labelled validation directory instead of a split. ---
+
+def test_a_labelled_validation_directory_validates_and_nothing_is_split(tmp_path):
+  from configs import unet
+  from helpers import tiny
+  train_ids = make_dataset(str(tmp_path / 'train'), 'brats-gli', num_cases=3, num_unlabelled=1)
+  val_ids = make_dataset(str(tmp_path / 'val'), 'brats-gli', num_cases=2, num_unlabelled=1,
+                         first_index=10)
+  config = tiny(unet.get_config(None))
+  config.data = _data_config(tmp_path / 'train', tmp_path)
+  config.data.val_root = str(tmp_path / 'val')
+  workdir = tmp_path / 'run'
+  before = snapshot(str(tmp_path / 'val'))
+  summary = training.train_and_evaluate(config, str(workdir))
+  with open(workdir / 'splits.json') as f:
+    assert json.load(f) == {'train': train_ids[:3], 'val': val_ids[:2]}
+  assert summary['num_cases'] == 2
+  assert snapshot(str(tmp_path / 'val')) == before
+  # eval.py scores the recorded validation cases, read from data.val_root.
+  result = eval_workdir.evaluate_workdir(str(workdir), output_dir=str(tmp_path / 'out'),
+                                         num_figures=0, lesion_wise='none')
+  assert result['num_cases'] == 2
+  assert sorted(os.listdir(tmp_path / 'out' / 'predictions')) == [f'{c}.nii.gz'
+                                                                   for c in val_ids[:2]]
+
+
+def test_a_validation_directory_that_does_not_fit_is_refused(tmp_path):
+  make_dataset(str(tmp_path / 'train'), 'brats-gli', num_cases=2, extra_label=4)
+  make_dataset(str(tmp_path / 'same'), 'brats-gli', num_cases=2)
+  make_dataset(str(tmp_path / 'old'), 'brats2021', num_cases=2, first_index=10)
+  config = _data_config(tmp_path / 'train', tmp_path)
+  config.val_root = str(tmp_path / 'same')  # the same case ids: they would leak
+  with pytest.raises(errors.DataError) as error:
+    load_splits(config)
+  assert 'BraTS-GLI-00000-000' in str(error.value) and 'data.val_root' in str(error.value)
+  config.val_root = str(tmp_path / 'old')  # 2021 data has no resection cavity (RC)
+  with pytest.raises(errors.UserError) as error:
+    load_splits(config)
+  assert 'RC' in str(error.value) and str(tmp_path / 'old') in str(error.value)
+  config.root = None
+  with pytest.raises(errors.ConfigError) as error:
+    load_splits(config)
+  assert 'data.root' in str(error.value)
+
+
 def _data_config(root, tmp_path):
   from configs import unet
   config = unet.get_config(None).data

@@ -21,9 +21,10 @@ from jaxseg.errors import ConfigError, DataError
 def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
                 recorded: dict | None = None, regions: tuple[Region, ...] | None = None
                 ) -> dict[str, SegmentationData]:
-  """{split name: data} for `names`: 'train', 'val' (labelled cases), or 'all' (every
-  case of data.root, unlabelled ones included). `recorded` is a splits.json to follow
-  instead of computing the split afresh.
+  """{split name: data} for `names`: 'train', 'val' (labelled cases), 'all' (every
+  case of data.root, unlabelled ones included) or 'labelled' (every labelled case).
+  `recorded` is a splits.json to follow instead of computing the split afresh. With
+  data.val_root, data.root's labelled cases train and data.val_root's validate.
 
   The regions are those of the data: its layout's (layouts.py) that occur in its
   labelled cases, or a 2D folder's labels. `regions` (those a model was trained on)
@@ -32,6 +33,8 @@ def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
   image_size = tuple(data_config.image_size)
   if len(image_size) not in (2, 3) or min(image_size) < 8:
     raise ConfigError(f'data.image_size: need 2 or 3 sizes of at least 8, got {image_size}')
+  if data_config.get('val_root') and names != ('all',):
+    return _separate_validation(data_config, names, regions)
   if not data_config.root:
     if 'all' in names:
       raise ConfigError('data.root is not set: the embedded data has no directory to '
@@ -51,6 +54,30 @@ def load_splits(data_config: ml_collections.ConfigDict, names=('train', 'val'),
   return {name: dataclasses.replace(data, regions=tuple(regions)) for name, data in out.items()}
 
 
+def _separate_validation(data_config, names, regions) -> dict[str, SegmentationData]:
+  """data.val_root: every labelled case of data.root trains and every labelled case of
+  data.val_root validates (no split); the validation data must have the training
+  regions."""
+  if not data_config.root:
+    raise ConfigError('data.val_root is set but data.root is not: give the training '
+                      'cases\' directory too')
+  out = {}
+  for name in ('train', 'val'):
+    if name not in names and not (name == 'train' and regions is None):
+      continue  # the training data decides the regions unless a model's are given
+    one_root = data_config.copy_and_resolve_references()
+    one_root.root = data_config.root if name == 'train' else data_config.val_root
+    one_root.val_root = None
+    out[name] = load_splits(one_root, ('labelled',), regions=regions)['labelled']
+    regions = out[name].regions
+  if 'train' in out and 'val' in out:
+    shared = sorted(set(out['train'].case_ids) & set(out['val'].case_ids))
+    if shared:
+      raise DataError(f'data.val_root: case {shared[0]} is also in data.root ({len(shared)} '
+                      'shared); a case must not both train and validate')
+  return {name: out[name] for name in names}
+
+
 def _synthetic(data_config, split: str, image_size) -> SegmentationData:
   num_cases = {'train': data_config.num_train_cases, 'val': data_config.num_val_cases}[split]
   if num_cases < 1:
@@ -67,8 +94,8 @@ def _folder_splits(data_config, root, image_size, names, recorded):
     raise ConfigError(f'data.image_size: 2D image folders need 2 sizes, got {image_size}')
   images, labels, case_ids, regions = folders.load_image_folder(root, image_size)
   channels = ('gray',) if images.shape[-1] == 1 else ('red', 'green', 'blue')
-  ids = {'all': case_ids}
-  if names != ('all',):
+  ids = {'all': case_ids, 'labelled': case_ids}  # every image of a folder has its mask
+  if names not in (('all',), ('labelled',)):
     ids.update(splits.choose_split(case_ids, data_config, recorded))
   out = {}
   for name in names:
@@ -96,7 +123,9 @@ def _nifti_splits(data_config, root, names, recorded):
   if names == ('all',):
     ids = {'all': list(by_id)}
   elif not labelled:
-    raise DataError(f'data.root: {root}: no case has a segmentation to train on')
+    raise DataError(f'{root}: no case has a segmentation to train or validate on')
+  elif names == ('labelled',):
+    ids = {'labelled': labelled}
   else:
     ids = {**splits.choose_split(labelled, data_config, recorded), 'all': list(by_id)}
     if 'train' in names and (line := _unused_line(root, cases, skipped, ids)):
