@@ -46,7 +46,7 @@ flags.DEFINE_integer('num_iterations', None, 'LSTM-U-Net: refinement iterations 
 flags.DEFINE_float('stop_changed_below', None, 'LSTM-U-Net: stop each case at the first '
                    'iteration that changes at most this fraction of its voxels (e.g. 0.001).')
 flags.DEFINE_bool('save_probabilities', False, 'Also write each case\'s per-region '
-                  'probabilities (<case>.npz, float16, original geometry).')
+                  'probabilities (probabilities/<case>.npz, float16, original geometry).')
 flags.DEFINE_string('lesion_wise', 'auto', "The BraTS challenge's lesion-wise metrics, by the "
                     "organisers' brats-evaluation package: 'auto' (the data layout's challenge, "
                     "when installed), 'none', or a config: gli, mets, ped, MenRT, MenPre, GoAT.")

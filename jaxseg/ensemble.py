@@ -55,7 +55,7 @@ def saved_probability_logits(folder: str, data) -> Iterator[tuple[int, np.ndarra
   """A member of the ensemble from probabilities saved earlier (eval.py
   --save_probabilities): yields (case index, logits (1, *spatial, R)) of every case of
   `data`, like a model's predictions. `folder` is the output directory of that eval.py
-  run or its predictions/ folder. Every case must have its file, with the ensemble's
+  run or its probabilities/ folder. Every case must have its file, with the ensemble's
   regions; both are checked before anything is predicted (one-line DataError)."""
   return _saved_stream(_probability_files(folder, data), data)
 
@@ -82,7 +82,7 @@ def _saved_stream(paths: list[str], data) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _probability_files(folder: str, data) -> list[str]:
-  directory = os.path.join(folder, 'predictions')
+  directory = os.path.join(folder, 'probabilities')
   directory = directory if os.path.isdir(directory) else folder
   if not os.path.isdir(directory):
     raise DataError(f'--probabilities {folder}: not a directory')

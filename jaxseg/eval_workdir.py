@@ -61,7 +61,7 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
       raise ConfigError(f'{flag} lists a directory twice: {",".join(paths)}')
   for folder in probability_dirs:
     if output_dir and os.path.abspath(folder) in (os.path.abspath(output_dir), os.path.abspath(
-        os.path.join(output_dir, 'predictions'))):
+        os.path.join(output_dir, 'probabilities'))):
       raise ConfigError(f'--output_dir {output_dir} would overwrite the probabilities it '
                         f'averages (--probabilities {folder}); choose another')
   configs = [files.read_config(w, defaults) for w in workdirs]
@@ -208,7 +208,10 @@ class CaseOutputs:
                all_iterations: bool, save_probabilities: bool = False):
     self.data, self.num_figures, self.all_iterations = data, num_figures, all_iterations
     self.save_probabilities = save_probabilities
+    # predictions/ holds the label maps only: the folder a challenge submission uploads.
     self.predictions_dir = os.path.join(output_dir, 'predictions')
+    self.probabilities_dir = os.path.join(output_dir, 'probabilities')
+    self.iterations_dir = os.path.join(output_dir, 'iterations')
     self.figures_dir = os.path.join(output_dir, 'figures')
     self.written = 0
     self._nifti_files = {}  # case index -> written prediction
@@ -231,12 +234,11 @@ class CaseOutputs:
       self._nifti_files[index] = path
       if self.save_probabilities:
         predictions.write_probabilities(
-            os.path.join(self.predictions_dir, f'{case_id}.npz'),
+            os.path.join(self.probabilities_dir, f'{case_id}.npz'),
             predictions.original_probabilities(special.expit(logits), meta), region_names)
       if self.all_iterations:
         for t in range(len(labels) - 1):
-          path = os.path.join(self.predictions_dir, 'iterations',
-                              f'{case_id}_iteration{t + 1}.nii.gz')
+          path = os.path.join(self.iterations_dir, f'{case_id}_iteration{t + 1}.nii.gz')
           predictions.write_nifti(path, predictions.original_labels(labels[t], meta), meta)
       self.written += 1
     elif data.origin == 'folders':
@@ -245,7 +247,7 @@ class CaseOutputs:
       Image.fromarray((labels[-1] * scale).astype(np.uint8)).save(
           os.path.join(self.predictions_dir, f'{case_id}.png'))
       if self.save_probabilities:
-        predictions.write_probabilities(os.path.join(self.predictions_dir, f'{case_id}.npz'),
+        predictions.write_probabilities(os.path.join(self.probabilities_dir, f'{case_id}.npz'),
                                         np.moveaxis(special.expit(logits), -1, 0), region_names)
       self.written += 1
     if index < self.num_figures:

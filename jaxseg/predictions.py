@@ -5,7 +5,7 @@ A prediction of a preprocessed case (cropped to the brain, canonical labels) is 
 back where it came from: un-cropped into the original shape, labels mapped to the
 values of the case's layout (BraTS 2021: 1, 2, 4; BraTS 2023: 1, 2, 3; decathlon: as
 its dataset.json), with the affine and header of the case's first image. The file is
-`<case id>.nii.gz`, the naming of BraTS submissions. Probabilities (`<case id>.npz`,
+`<case id>.nii.gz`, the naming of BraTS submissions. Probabilities (`probabilities/<case id>.npz`,
 as nnU-Net's --save_probabilities) hold 'probabilities', float16 (R, *original shape)
 with zeros outside the cropped brain, and 'regions', the region names.
 """

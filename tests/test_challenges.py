@@ -174,7 +174,7 @@ def test_glioma_2024_trains_on_label_4_and_writes_it_where_predicted(gli_runs, t
                                 num_figures=0, save_probabilities=True, lesion_wise='none')
   case_id = sorted(os.listdir(data))[0]
   labels = np.asarray(nib.load(out / 'predictions' / f'{case_id}.nii.gz').dataobj)
-  with np.load(out / 'predictions' / f'{case_id}.npz') as saved:
+  with np.load(out / 'probabilities' / f'{case_id}.npz') as saved:
     assert list(saved['regions']) == ['WT', 'TC', 'ET', 'RC']
     probabilities = saved['probabilities'].astype(np.float32)
   assert probabilities.shape == (4, *labels.shape)
@@ -196,7 +196,7 @@ def test_an_ensemble_averages_its_members_probabilities(gli_runs, tmp_path):
                                             num_figures=0, save_probabilities=True,
                                             lesion_wise='none')
     case_id = sorted(os.listdir(data))[0]
-    with np.load(out / 'predictions' / f'{case_id}.npz') as arrays:
+    with np.load(out / 'probabilities' / f'{case_id}.npz') as arrays:
       saved.append(arrays['probabilities'].astype(np.float32))
   assert summary['ensemble'] == ['run0', 'run1']
   np.testing.assert_allclose(saved[2], (saved[0] + saved[1]) / 2, atol=2e-3)
@@ -208,7 +208,7 @@ def test_an_ensemble_averages_its_members_probabilities(gli_runs, tmp_path):
                                           num_figures=0, save_probabilities=True,
                                           lesion_wise='none')
   assert summary['ensemble'] == ['run1', 'a']
-  with np.load(out / 'predictions' / f'{case_id}.npz') as arrays:
+  with np.load(out / 'probabilities' / f'{case_id}.npz') as arrays:
     np.testing.assert_allclose(arrays['probabilities'].astype(np.float32), saved[2], atol=2e-3)
 
 
@@ -220,14 +220,14 @@ def test_saved_probabilities_that_do_not_fit_are_refused(gli_runs, tmp_path):
   case_ids = sorted(os.listdir(data))
   args = dict(data_root=str(data), output_dir=str(tmp_path / 'out'), num_figures=0,
               lesion_wise='none')
-  with np.load(saved / 'predictions' / f'{case_ids[1]}.npz') as arrays:
+  with np.load(saved / 'probabilities' / f'{case_ids[1]}.npz') as arrays:
     probabilities = arrays['probabilities']
-  np.savez_compressed(saved / 'predictions' / f'{case_ids[1]}.npz',
+  np.savez_compressed(saved / 'probabilities' / f'{case_ids[1]}.npz',
                       probabilities=probabilities[:3], regions=np.array(['WT', 'TC', 'ET']))
   with pytest.raises(errors.DataError) as error:  # another model's region set
     eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)], **args)
   assert f'{case_ids[1]}.npz' in str(error.value) and 'WT,TC,ET,RC' in str(error.value)
-  os.remove(saved / 'predictions' / f'{case_ids[1]}.npz')
+  os.remove(saved / 'probabilities' / f'{case_ids[1]}.npz')
   with pytest.raises(errors.DataError) as error:  # a case missing
     eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)], **args)
   assert str(saved) in str(error.value) and case_ids[1] in str(error.value)

@@ -86,7 +86,7 @@ def check_predictions(data, workdir, layout, case_ids):
     seg = nib.load(seg_path)
     files = [(workdir / 'predictions' / f'{case}.nii.gz', last)]
     if last > 1:  # the LSTM-U-Net: earlier iterations too (--all_iterations)
-      files.append((workdir / 'predictions' / 'iterations' / f'{case}_iteration1.nii.gz', 1))
+      files.append((workdir / 'iterations' / f'{case}_iteration1.nii.gz', 1))
     for path, iteration in files:
       prediction = nib.load(path)
       assert prediction.shape == seg.shape
