@@ -4,10 +4,11 @@
   sources.py         load_splits(config.data): embedded, 2D folders or BraTS NIfTI
   synthetic.py       the embedded BraTS-like data
   folders.py         2D images/ and masks/ folders
-  brats.py           BraTS NIfTI layouts, their labels, case discovery
+  layouts.py         the BraTS layouts as one table: labels, regions, challenge
+  brats.py           BraTS NIfTI case discovery and layout detection
   nifti_case.py      reading one case's NIfTI files, with their checks
   cache.py           the preprocessing cache of NIfTI cases
-  regions.py         labels -> BraTS regions (WT, TC, ET)
+  regions.py         labels -> regions (WT, TC, ET, RC, ...)
   splits.py          train / validation splits by case
   sampling.py        training windows cut from a case
   input_pipeline.py  the grain pipeline of training batches
