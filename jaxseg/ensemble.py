@@ -116,3 +116,26 @@ def _read_probabilities(path: str, region_names: list[str], names_only: bool = F
     raise DataError(f'{path}: probabilities of shape {probabilities.shape}, expected '
                     f'({len(region_names)}, *case shape)')
   return probabilities
+
+
+def check_arguments(workdirs: list[str], probability_dirs: list[str], data_root: str | None,
+                    output_dir: str | None) -> bool:
+  """Whether eval.py's members (workdirs and saved probabilities) are an ensemble;
+  refuses, in one line, an ensemble that cannot be evaluated or would overwrite its own
+  members."""
+  is_ensemble = len(workdirs) + len(probability_dirs) > 1
+  if is_ensemble and not data_root:
+    raise ConfigError('an ensemble is evaluated on --data_root (a test or challenge '
+                      'validation directory): each fold\'s validation cases are training '
+                      'cases of the other folds')
+  if is_ensemble and not output_dir:
+    raise ConfigError('an ensemble needs --output_dir for its results')
+  for flag, paths in (('--workdir', workdirs), ('--probabilities', probability_dirs)):
+    if len(set(map(os.path.abspath, paths))) < len(paths):
+      raise ConfigError(f'{flag} lists a directory twice: {",".join(paths)}')
+  for folder in probability_dirs:
+    if output_dir and os.path.abspath(folder) in (os.path.abspath(output_dir), os.path.abspath(
+        os.path.join(output_dir, 'probabilities'))):
+      raise ConfigError(f'--output_dir {output_dir} would overwrite the probabilities it '
+                        f'averages (--probabilities {folder}); choose another')
+  return is_ensemble

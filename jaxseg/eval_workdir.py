@@ -49,21 +49,7 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   """
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
   probability_dirs = list(probability_dirs)
-  is_ensemble = len(workdirs) + len(probability_dirs) > 1
-  if is_ensemble and not data_root:
-    raise ConfigError('an ensemble is evaluated on --data_root (a test or challenge '
-                      'validation directory): each fold\'s validation cases are training '
-                      'cases of the other folds')
-  if is_ensemble and not output_dir:
-    raise ConfigError('an ensemble needs --output_dir for its results')
-  for flag, paths in (('--workdir', workdirs), ('--probabilities', probability_dirs)):
-    if len(set(map(os.path.abspath, paths))) < len(paths):
-      raise ConfigError(f'{flag} lists a directory twice: {",".join(paths)}')
-  for folder in probability_dirs:
-    if output_dir and os.path.abspath(folder) in (os.path.abspath(output_dir), os.path.abspath(
-        os.path.join(output_dir, 'probabilities'))):
-      raise ConfigError(f'--output_dir {output_dir} would overwrite the probabilities it '
-                        f'averages (--probabilities {folder}); choose another')
+  is_ensemble = ensemble.check_arguments(workdirs, probability_dirs, data_root, output_dir)
   configs = [files.read_config(w, defaults) for w in workdirs]
   regions = [files.read_regions(w) or _regions_before_regions_json(c)
              for w, c in zip(workdirs, configs)]
