@@ -49,8 +49,9 @@ def test_unknown_lstm_location_is_a_clear_error():
 
 def test_parameter_count_does_not_depend_on_iterations():
   x = jnp.ones((1, 16, 16, 4))
-  counts = {t: num_params(LSTMUNet(UNetSettings(features=(4, 8)), num_iterations=t,
-                                   lstm_at=('encoder0', 'bottleneck')).init(jax.random.key(0), x))
+  counts = {t: num_params(jax.eval_shape(LSTMUNet(UNetSettings(features=(4, 8)), num_iterations=t,
+                                                  lstm_at=('encoder0', 'bottleneck')).init,
+                                         jax.random.key(0), x))
             for t in (1, 4)}
   assert counts[1] == counts[4]
 
@@ -89,17 +90,18 @@ def test_gradients_reach_the_parameters_through_every_iteration():
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
   model = LSTMUNet(UNetSettings(features=(4, 8), num_outputs=2), num_iterations=3,
                    lstm_at=('encoder0', 'bottleneck'))
-  params = model.init(jax.random.key(0), x)['params']
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
   def final_loss(p):
     return jnp.sum(model.apply({'params': p}, x)[0][-1] ** 2)
   full = jax.jit(jax.grad(final_loss))(params)
 
-  contributions = []
-  for live in range(3):  # only iteration `live` sees the parameters as variables
-    def loss(p, live=live):
-      per_iteration = [p if t == live else jax.lax.stop_gradient(p) for t in range(3)]
-      return jnp.sum(_manual_unroll(model, per_iteration, x)[-1] ** 2)
-    contributions.append(jax.jit(jax.grad(loss))(params))
+  @jax.jit
+  @jax.grad
+  def path_gradient(p, live):  # only iteration `live` sees the parameters as variables
+    per_iteration = [jax.tree.map(lambda v: jnp.where(t == live, v, jax.lax.stop_gradient(v)), p)
+                     for t in range(3)]
+    return jnp.sum(_manual_unroll(model, per_iteration, x)[-1] ** 2)
+  contributions = [path_gradient(params, live) for live in range(3)]  # one compilation
   for t, grads in enumerate(contributions):
     norm = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
     assert norm > 1e-4, f'no gradient through iteration {t + 1}'
@@ -183,21 +185,21 @@ def test_3d_unet_and_convlstm_are_the_same_function_with_either_conv3d():
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4, 2))
   models = [UNet(UNetSettings(features=(4, 8), conv3d=method))
             for method in ('native', 'depth_folded')]
-  params = models[0].init(jax.random.key(1), x)['params']
+  params = jax.jit(models[0].init)(jax.random.key(1), x)['params']
 
   def loss(params, model):
     logits, _ = model.apply({'params': params}, x)
     return jnp.sum(jnp.sin(logits))
   (native_loss, native_grads), (folded_loss, folded_grads) = (
-      jax.value_and_grad(loss)(params, model) for model in models)
+      jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, model) for model in models)
   np.testing.assert_allclose(folded_loss, native_loss, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(folded_grads), jax.tree.leaves(native_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # float32 summation order
 
   carry = ConvLSTMCell.initialize_carry(x.shape[:-1], 3)
   cells = [ConvLSTMCell(3, conv3d=method) for method in ('native', 'depth_folded')]
-  cell_params = cells[0].init(jax.random.key(2), carry, x)
-  outputs = [cell.apply(cell_params, carry, x) for cell in cells]
+  cell_params = jax.jit(cells[0].init)(jax.random.key(2), carry, x)
+  outputs = [jax.jit(cell.apply)(cell_params, carry, x) for cell in cells]
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), *outputs)
 
 
@@ -224,15 +226,16 @@ def test_remat_levels_keeps_parameters_and_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   plain, remat = (LSTMUNet(UNetSettings(features=(4, 8), remat_levels=flag), num_iterations=2,
                            lstm_at=('encoder0',)) for flag in (False, True))
-  params = plain.init(jax.random.key(1), x)['params']
+  params = jax.jit(plain.init)(jax.random.key(1), x)['params']
 
   def shapes(params):
     return {jax.tree_util.keystr(path): leaf.shape
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-  assert shapes(remat.init(jax.random.key(1), x)['params']) == shapes(params)
+  assert shapes(jax.eval_shape(remat.init, jax.random.key(1), x)['params']) == shapes(params)
 
   def grads(model):
-    return jax.grad(lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0])))(params)
+    return jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(model.apply({'params': p}, x)[0]))))(
+        params)
   for a, b in zip(jax.tree.leaves(grads(remat)), jax.tree.leaves(grads(plain))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # float32 recomputation order
 

@@ -23,8 +23,8 @@ import sys, jax, jax.numpy as jnp, numpy as np
 from jaxseg.models import UNet, UNetSettings
 x = jax.random.normal(jax.random.key(0), (2, 16, 16, 4))
 model = UNet(UNetSettings(features=(8, 16), num_outputs=3))
-params = model.init(jax.random.key(1), x)['params']
-grads = jax.grad(lambda p: jnp.sum(model.apply({'params': p}, x)[0] ** 2))(params)
+params = jax.jit(model.init)(jax.random.key(1), x)['params']
+grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({'params': p}, x)[0] ** 2)))(params)
 np.save(sys.argv[1], np.concatenate([g.ravel() for g in jax.tree.leaves(grads)]))
 '''
 
