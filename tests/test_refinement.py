@@ -27,15 +27,16 @@ def test_more_iterations_extend_the_same_function(tiny_lstm_config):
   config, trained_with = tiny_lstm_config, 1
   x = jax.random.normal(jax.random.key(0, impl='rbg'), (2, 16, 16, 4))
   trained = _model(config, trained_with)
-  params = trained.init(jax.random.key(1, impl='rbg'), x)['params']
+  params = jax.jit(trained.init)(jax.random.key(1, impl='rbg'), x)['params']
   longer, rolled = _model(config, trained_with + 2), _model(config, trained_with + 2, False)
-  assert jax.tree.structure(longer.init(jax.random.key(1, impl='rbg'), x)['params']) == \
-      jax.tree.structure(params)
-  logits = trained.apply({'params': params}, x)[0]
-  extended = longer.apply({'params': params}, x)[0]
+  assert jax.tree.structure(jax.eval_shape(longer.init, jax.random.key(1, impl='rbg'), x)[
+      'params']) == jax.tree.structure(params)
+  logits = jax.jit(trained.apply)({'params': params}, x)[0]
+  extended = jax.jit(longer.apply)({'params': params}, x)[0]
   assert extended.shape[0] == trained_with + 2
   np.testing.assert_allclose(extended[:trained_with], logits, atol=1e-5)
-  np.testing.assert_allclose(rolled.apply({'params': params}, x)[0], extended, atol=1e-4)
+  np.testing.assert_allclose(jax.jit(rolled.apply)({'params': params}, x)[0], extended,
+                             atol=1e-4)
   assert float(jnp.abs(extended[-1] - extended[-2]).max()) > 0  # it really iterated
 
 
