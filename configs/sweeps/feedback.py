@@ -1,6 +1,7 @@
 """Does the LSTM-U-Net's feedback help? U-Net, LSTM-U-Net with T = 1 (no feedback) to 4
-at the bottleneck, and T = 3 with ConvLSTMs in encoder, bottleneck and decoder; three
-seeds each; every arm compared with T = 1, the same network without feedback.
+at the bottleneck, and T = 3 and T = 1 with ConvLSTMs in encoder, bottleneck and
+decoder; three seeds each; every arm compared with T = 1, the same network without
+feedback.
 
   python experiment.py --sweep=configs/sweeps/feedback.py --workdir=runs/feedback
   python experiment.py --sweep=configs/sweeps/feedback.py:3d --workdir=runs/feedback_3d
@@ -30,5 +31,8 @@ def get_sweep(variant='2d'):
   for t in (1, 2, 3, 4):
     arms[f'T{t}'] = (lstm, {'model.num_iterations': t})
   arms['T3_enc_dec'] = (lstm, {'model.num_iterations': 3,
+                               'model.lstm_at': ('encoder0', 'bottleneck', 'decoder0')})
+  # The same placement without feedback: whether T3_enc_dec's gain is the loop's.
+  arms['T1_enc_dec'] = (lstm, {'model.num_iterations': 1,
                                'model.lstm_at': ('encoder0', 'bottleneck', 'decoder0')})
   return dict(arms=arms, seeds=(0, 1, 2), overrides=overrides, baseline='T1')
