@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from scipy import special
 
+from jaxseg import predictions
 from jaxseg.errors import ConfigError, DataError
 
 
@@ -69,9 +70,9 @@ def _saved_stream(paths: list[str], data) -> Iterator[tuple[int, np.ndarray]]:
       if probabilities.shape[1:] != tuple(meta['original_shape']):
         raise DataError(f'{path}: probabilities of shape {probabilities.shape[1:]}, but case '
                         f'{data.case_ids[index]} has shape {tuple(meta["original_shape"])}')
-      crop = tuple(slice(a, b) for a, b in zip(meta['crop_start'], meta['crop_stop']))
-      probabilities = probabilities[(slice(None), *crop)]
-    probabilities = np.moveaxis(probabilities, 0, -1)
+      probabilities = predictions.cropped_probabilities(probabilities, meta)
+    else:  # 2D folders: saved at the model's resolution
+      probabilities = np.moveaxis(probabilities, 0, -1)
     expected = tuple(np.shape(data.images[index])[:-1])
     if probabilities.shape[:-1] != expected:
       raise DataError(f'{path}: probabilities of shape {probabilities.shape[:-1]}, but the '

@@ -48,6 +48,12 @@ def original_probabilities(probabilities: np.ndarray, meta: dict) -> np.ndarray:
   return full
 
 
+def cropped_probabilities(full: np.ndarray, meta: dict) -> np.ndarray:
+  """The inverse of `original_probabilities`: (R, *original shape) -> (*cropped, R)."""
+  crop = tuple(slice(a, b) for a, b in zip(meta['crop_start'], meta['crop_stop']))
+  return np.moveaxis(full[(slice(None), *crop)], 0, -1)
+
+
 def write_probabilities(path: str, probabilities: np.ndarray, region_names) -> None:
   """Saves (R, *spatial) probabilities as float16 with the region names (no pickle)."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
