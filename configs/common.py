@@ -110,6 +110,11 @@ def model_defaults(variant: str | None) -> ml_collections.ConfigDict:
   # 2D convolution over stacked depth taps, much faster on XLA:CPU), 'native', or
   # 'auto' = depth_folded on CPU, native on GPU / TPU.
   model.conv3d = 'auto'
+  # Which library computes the (2D and depth-folded) convolutions: 'onednn' (jaxseg's
+  # oneDNN extension, built by pip install where it can be: 1.2-1.5x faster train steps
+  # on CPU, BENCHMARKS.md), 'xla', or 'auto' = onednn on a single CPU device when built,
+  # xla otherwise and on GPU / TPU. Same parameters and values either way.
+  model.conv_library = 'auto'
   # Recompute each U-Net level's conv block (and ConvLSTM cell) in the backward pass
   # instead of keeping its activations: less memory on GPU / TPU, ~1/3 more compute.
   model.remat_levels = False

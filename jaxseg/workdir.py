@@ -94,9 +94,10 @@ def _merged(defaults: dict, saved: dict) -> dict:
 
 
 # Config entries that decide the saved state's shapes and meaning; a restart may change
-# everything else (more steps, another learning rate, remat, compute dtype, conv3d).
+# everything else (more steps, another learning rate, remat, compute dtype, conv3d,
+# conv_library).
 _ARCHITECTURE_KEYS = ('model', 'data.image_size')
-_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d')
+_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d', 'conv_library')
 
 
 def _architecture(config: ml_collections.ConfigDict) -> dict:

@@ -25,14 +25,15 @@ class ConvLSTMCell(nn.Module):
   features: int
   kernel_size: int = 3
   conv3d: str = 'native'
+  conv_library: str = 'xla'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
     c, h = carry
-    gates = Conv(4 * self.features, self.kernel_size, conv3d=self.conv3d, dtype=self.dtype,
-                 param_dtype=self.param_dtype, bias_init=_forget_gate_bias_init(self.features),
+    gates = Conv(4 * self.features, self.kernel_size, conv3d=self.conv3d,
+                 conv_library=self.conv_library, dtype=self.dtype, param_dtype=self.param_dtype, bias_init=_forget_gate_bias_init(self.features),
                  name='gates')(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     # The cell state stays float32 under mixed precision: it accumulates over time.

@@ -4,13 +4,16 @@ Arrays are channels-last: (batch, *spatial, channels). The spatial rank (2 or 3)
 is read from the input, so one module builds both 2D and 3D networks.
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from jaxseg.errors import ConfigError
+from jaxseg.models import onednn
 
 Dtype = Any
 
@@ -26,6 +29,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 NORMS = ('group', 'instance', 'layer', 'none')
 UPSAMPLINGS = ('transpose', 'resize')
 CONV3D_METHODS = ('native', 'depth_folded')
+CONV_LIBRARIES = ('xla', 'onednn')
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -93,8 +97,41 @@ def resolve_conv3d(method: str, backend: str | None = None) -> str:
   return method
 
 
-def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def check_conv_library(library: str) -> None:
+  if library not in CONV_LIBRARIES:
+    raise ConfigError(f'model.conv_library: unknown library {library!r}; choose one of '
+                     f'{("auto",) + CONV_LIBRARIES}')
+
+
+def resolve_conv_library(library: str, backend: str | None = None,
+                         num_devices: int | None = None) -> str:
+  """model.conv_library 'auto' -> 'onednn' on a single CPU device when jaxseg's oneDNN
+  extension is built (faster, BENCHMARKS.md), else 'xla'. GPU and TPU keep XLA's
+  convolutions. Several devices keep them too: XLA's partitioner would replicate the
+  operands of a custom call instead of splitting the batch."""
+  if library == 'auto':
+    if (backend or jax.default_backend()) != 'cpu':
+      return 'xla'
+    if not onednn.available():
+      _notice_once(f'jaxseg: XLA convolutions on CPU, {onednn.unavailable_reason()}')
+      return 'xla'
+    return 'onednn' if (num_devices or jax.device_count()) == 1 else 'xla'
+  check_conv_library(library)
+  if library == 'onednn' and not onednn.available():
+    raise ConfigError(f'model.conv_library: oneDNN convolutions requested but '
+                      f'{onednn.unavailable_reason()}')
+  return library
+
+
+@functools.cache
+def _notice_once(message: str) -> None:
+  logging.warning(message)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, library: str = 'xla') -> jax.Array:
   """'SAME' convolution, stride 1, of channels-last x with a (*k, C_in, C_out) kernel."""
+  if library == 'onednn' and onednn.supports(x, kernel):
+    return onednn.conv(x, kernel)
   ndim = x.ndim - 2
   spatial = 'DHW'[-ndim:]
   return jax.lax.conv_general_dilated(
@@ -102,7 +139,7 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
       dimension_numbers=(f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
 
 
-def depth_folded_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def depth_folded_conv(x: jax.Array, kernel: jax.Array, library: str = 'xla') -> jax.Array:
   """A 3D 'SAME' convolution computed as one 2D convolution; equal to _conv(x, kernel).
 
   XLA:CPU's 3D convolutions, and their gradients above all, are several times slower
@@ -115,6 +152,7 @@ def depth_folded_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     convolution gives k * C_out channels, each tap's share of every slice, and the
     output is the sum over taps of those shares, shifted along depth.
   The folded side is k times larger; choosing the narrower one keeps that copy small.
+  `library` computes the 2D convolution (see _conv).
   """
   batch, depth, height, width, channels = x.shape
   taps, out_channels = kernel.shape[0], kernel.shape[-1]
@@ -127,10 +165,10 @@ def depth_folded_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     x = x.reshape(batch * depth, height, width, taps * channels)
     # (kd, kh, kw, C_in, C_out) -> (kh, kw, kd * C_in, C_out), as stacked above.
     kernel = kernel.transpose(1, 2, 0, 3, 4).reshape(*kernel.shape[1:3], -1, out_channels)
-    return _conv(x, kernel).reshape(batch, depth, height, width, out_channels)
+    return _conv(x, kernel, library).reshape(batch, depth, height, width, out_channels)
   # (kd, kh, kw, C_in, C_out) -> (kh, kw, C_in, kd * C_out)
   kernel = kernel.transpose(1, 2, 3, 0, 4).reshape(*kernel.shape[1:4], taps * out_channels)
-  shares = _conv(x.reshape(batch * depth, height, width, channels), kernel)
+  shares = _conv(x.reshape(batch * depth, height, width, channels), kernel, library)
   shares = jnp.pad(shares.reshape(batch, depth, height, width, taps, out_channels),
                    pad + ((0, 0),))
   # Output slice d takes tap kd's share of input slice d + kd - taps // 2.
@@ -141,13 +179,15 @@ class Conv(nn.Module):
   """'SAME' convolution with stride 1 and a k^d kernel: nn.Conv's parameters and values.
 
   `conv3d` picks how 3D convolutions are computed ('native' or 'depth_folded', see
-  depth_folded_conv); 2D ones are always native. The parameters are the same either
-  way, so checkpoints do not depend on the choice.
+  depth_folded_conv); `conv_library` which library computes the 2D ones ('xla' or
+  'onednn', see onednn.py; native 3D ones are XLA's). The parameters are the same
+  either way, so checkpoints do not depend on the choices.
   """
   features: int
   kernel_size: int = 3
   use_bias: bool = True
   conv3d: str = 'native'
+  conv_library: str = 'xla'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   bias_init: Callable = nn.initializers.zeros_init()
@@ -155,15 +195,16 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x):
     check_conv3d(self.conv3d)
+    check_conv_library(self.conv_library)
     ndim = x.ndim - 2
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (self.kernel_size,) * ndim + (x.shape[-1], self.features),
                         self.param_dtype)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if ndim == 3 and self.conv3d == 'depth_folded':
-      y = depth_folded_conv(x, kernel)
+      y = depth_folded_conv(x, kernel, self.conv_library)
     else:
-      y = _conv(x, kernel)
+      y = _conv(x, kernel, self.conv_library)
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
@@ -176,6 +217,7 @@ class ConvBlock(nn.Module):
   norm: str = 'group'
   activation: str = 'relu'
   conv3d: str = 'native'
+  conv_library: str = 'xla'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -184,7 +226,8 @@ class ConvBlock(nn.Module):
     act = get_activation(self.activation)
     for _ in range(2):
       x = Conv(self.features, 3, use_bias=self.norm == 'none', conv3d=self.conv3d,
-               dtype=self.dtype, param_dtype=self.param_dtype)(x)
+               conv_library=self.conv_library, dtype=self.dtype,
+               param_dtype=self.param_dtype)(x)
       x = act(Norm(self.norm, dtype=self.dtype, param_dtype=self.param_dtype)(x))
     return x
 

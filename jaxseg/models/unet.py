@@ -60,7 +60,8 @@ class UNetSettings:
   """The settings of one U-Net pass; each field is the `config.model` key of that name.
 
   Checked when built, so a bad value is refused before any file is written. `conv3d`
-  is 'native' or 'depth_folded' ('auto' is resolved by `from_config`); dtypes are names.
+  is 'native' or 'depth_folded', `conv_library` 'xla' or 'onednn' ('auto' is resolved
+  by `from_config` for both); dtypes are names.
   """
   features: tuple[int, ...] = (16, 32, 64, 128)
   num_outputs: int = 3
@@ -69,6 +70,7 @@ class UNetSettings:
   upsampling: str = 'transpose'
   deep_supervision: bool = False
   conv3d: str = 'native'
+  conv_library: str = 'xla'
   remat_levels: bool = False  # recompute each level's conv block and ConvLSTM cell
   dtype: str = 'float32'
   param_dtype: str = 'float32'
@@ -81,6 +83,7 @@ class UNetSettings:
     layers.get_activation(self.activation)
     layers.check_upsampling(self.upsampling)
     layers.check_conv3d(self.conv3d)
+    layers.check_conv_library(self.conv_library)
     for key in ('dtype', 'param_dtype'):
       if getattr(self, key) not in DTYPES:
         raise ConfigError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
@@ -93,6 +96,7 @@ class UNetSettings:
     values = {field.name: model_config[field.name] for field in dataclasses.fields(cls)
               if field.name != 'num_outputs'}
     values['conv3d'] = layers.resolve_conv3d(values['conv3d'], backend)
+    values['conv_library'] = layers.resolve_conv_library(values['conv_library'], backend)
     return cls(num_outputs=num_outputs, **values)
 
   @property
@@ -118,8 +122,8 @@ class UNetBody(nn.Module):
   def _block(self, features, name):
     s = self.settings
     block = nn.remat(ConvBlock) if s.remat_levels else ConvBlock
-    return block(features, s.norm, s.activation, s.conv3d, s.compute_dtype, s.parameter_dtype,
-                 name=name)
+    return block(features, s.norm, s.activation, s.conv3d, s.conv_library, s.compute_dtype,
+                 s.parameter_dtype, name=name)
 
   def _maybe_lstm(self, location, x, carry, new_carry):
     if location not in self.lstm_at:
@@ -127,7 +131,8 @@ class UNetBody(nn.Module):
     s = self.settings
     level = location_level(location, len(s.features))
     cell_class = nn.remat(ConvLSTMCell) if s.remat_levels else ConvLSTMCell
-    cell = cell_class(s.features[level], conv3d=s.conv3d, dtype=s.compute_dtype,
+    cell = cell_class(s.features[level], conv3d=s.conv3d, conv_library=s.conv_library,
+                      dtype=s.compute_dtype,
                       param_dtype=s.parameter_dtype, name=f'lstm_{location}')
     new_carry[location], x = cell(carry[location], x)
     return x

@@ -1,0 +1,173 @@
+// oneDNN convolutions for XLA:CPU, called through JAX's foreign function interface.
+//
+// jaxseg's convolutions are all 'SAME', stride 1, channels-last (NHWC activations, HWIO
+// kernels; 3D ones are folded into 2D, jaxseg/models/layers.py). XLA:CPU computes a
+// weight gradient after transposing both of its operands, and bfloat16 convolutions in
+// float32; oneDNN, the library PyTorch's CPU path uses, does neither. The three passes
+// of a convolution are three handlers; jaxseg/models/onednn.py wires them into a
+// custom VJP. Primitives are created once per shape and kept (creating one costs far
+// more than running a small one).
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <utility>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+namespace {
+
+enum class Pass { kForward, kBackwardData, kBackwardWeights };
+
+dnnl::engine& CpuEngine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// The shapes of one convolution: x (n, h, w, ci), kernel (kh, kw, ci, co), y (n, h, w, co).
+struct Shape {
+  int64_t n, h, w, ci, co, kh, kw;
+  memory::data_type type;
+  auto Tie() const { return std::tie(n, h, w, ci, co, kh, kw, type); }
+  bool operator<(const Shape& other) const { return Tie() < other.Tie(); }
+  memory::desc Src(Tag tag = Tag::nhwc) const { return {{n, ci, h, w}, type, tag}; }
+  memory::desc Dst(Tag tag = Tag::nhwc) const { return {{n, co, h, w}, type, tag}; }
+  memory::desc Weights(Tag tag = Tag::hwio) const { return {{co, ci, kh, kw}, type, tag}; }
+  memory::dims PadLow() const { return {(kh - 1) / 2, (kw - 1) / 2}; }
+  memory::dims PadHigh() const { return {kh - 1 - (kh - 1) / 2, kw - 1 - (kw - 1) / 2}; }
+};
+
+// One pass ready to run: the primitive and the weights layout it chose.
+struct Kernel {
+  dnnl::primitive primitive;
+  memory::desc weights;  // the primitive's (maybe blocked) weights layout
+};
+
+// Activations stay NHWC (a reorder of them would cost a pass, the thing avoided here);
+// the weights may take whatever layout oneDNN prefers: they are small.
+dnnl::convolution_forward::primitive_desc ForwardHint(const Shape& s) {
+  return {CpuEngine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+          s.Src(), s.Weights(Tag::any), s.Dst(), {1, 1}, s.PadLow(), s.PadHigh()};
+}
+
+Kernel MakeKernel(Pass pass, const Shape& s) {
+  auto forward = ForwardHint(s);
+  switch (pass) {
+    case Pass::kForward:
+      return {dnnl::convolution_forward(forward), forward.weights_desc()};
+    case Pass::kBackwardData: {
+      dnnl::convolution_backward_data::primitive_desc pd(
+          CpuEngine(), dnnl::algorithm::convolution_direct, s.Src(), s.Weights(Tag::any),
+          s.Dst(), {1, 1}, s.PadLow(), s.PadHigh(), forward);
+      return {dnnl::convolution_backward_data(pd), pd.weights_desc()};
+    }
+    case Pass::kBackwardWeights: {
+      dnnl::convolution_backward_weights::primitive_desc pd(
+          CpuEngine(), dnnl::algorithm::convolution_direct, s.Src(), s.Weights(Tag::any),
+          s.Dst(), {1, 1}, s.PadLow(), s.PadHigh(), forward);
+      return {dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
+    }
+  }
+  return {};
+}
+
+const Kernel& GetKernel(Pass pass, const Shape& shape) {
+  static std::mutex mutex;
+  static std::map<std::pair<Pass, Shape>, Kernel> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto key = std::make_pair(pass, shape);
+  auto found = cache.find(key);
+  if (found == cache.end()) found = cache.emplace(key, MakeKernel(pass, shape)).first;
+  return found->second;
+}
+
+template <ffi::DataType T>
+memory::data_type OneDnnType() {
+  return T == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+// x, kernel -> y
+template <ffi::DataType T>
+ffi::Error Forward(ffi::Buffer<T> x, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> y) {
+  auto xd = x.dimensions(), kd = kernel.dimensions();
+  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  const Kernel& k = GetKernel(Pass::kForward, s);
+  dnnl::stream stream(CpuEngine());
+  memory src(s.Src(), CpuEngine(), x.untyped_data());
+  memory dst(s.Dst(), CpuEngine(), y->untyped_data());
+  memory weights(s.Weights(), CpuEngine(), kernel.untyped_data());
+  if (k.weights != s.Weights()) {
+    memory blocked(k.weights, CpuEngine());
+    dnnl::reorder(weights, blocked).execute(stream, weights, blocked);
+    weights = blocked;
+  }
+  k.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
+                               {DNNL_ARG_DST, dst}});
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+// dy, kernel -> dx
+template <ffi::DataType T>
+ffi::Error BackwardData(ffi::Buffer<T> dy, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> dx) {
+  auto xd = dx->dimensions(), kd = kernel.dimensions();
+  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  const Kernel& k = GetKernel(Pass::kBackwardData, s);
+  dnnl::stream stream(CpuEngine());
+  memory diff_dst(s.Dst(), CpuEngine(), dy.untyped_data());
+  memory diff_src(s.Src(), CpuEngine(), dx->untyped_data());
+  memory weights(s.Weights(), CpuEngine(), kernel.untyped_data());
+  if (k.weights != s.Weights()) {
+    memory blocked(k.weights, CpuEngine());
+    dnnl::reorder(weights, blocked).execute(stream, weights, blocked);
+    weights = blocked;
+  }
+  k.primitive.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
+                               {DNNL_ARG_DIFF_SRC, diff_src}});
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+// x, dy -> dkernel
+template <ffi::DataType T>
+ffi::Error BackwardWeights(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> dkernel) {
+  auto xd = x.dimensions(), kd = dkernel->dimensions();
+  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  const Kernel& k = GetKernel(Pass::kBackwardWeights, s);
+  dnnl::stream stream(CpuEngine());
+  memory src(s.Src(), CpuEngine(), x.untyped_data());
+  memory diff_dst(s.Dst(), CpuEngine(), dy.untyped_data());
+  memory diff_weights(s.Weights(), CpuEngine(), dkernel->untyped_data());
+  memory computed = k.weights == s.Weights() ? diff_weights : memory(k.weights, CpuEngine());
+  k.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                               {DNNL_ARG_DIFF_WEIGHTS, computed}});
+  if (k.weights != s.Weights())
+    dnnl::reorder(computed, diff_weights).execute(stream, computed, diff_weights);
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define JAXSEG_CONV_HANDLERS(SUFFIX, TYPE)                                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                      \
+      jaxseg_conv_forward_##SUFFIX, Forward<TYPE>,                                    \
+      ffi::Ffi::Bind().Arg<ffi::Buffer<TYPE>>().Arg<ffi::Buffer<TYPE>>()               \
+          .Ret<ffi::Buffer<TYPE>>());                                                 \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                      \
+      jaxseg_conv_backward_data_##SUFFIX, BackwardData<TYPE>,                         \
+      ffi::Ffi::Bind().Arg<ffi::Buffer<TYPE>>().Arg<ffi::Buffer<TYPE>>()               \
+          .Ret<ffi::Buffer<TYPE>>());                                                 \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                      \
+      jaxseg_conv_backward_weights_##SUFFIX, BackwardWeights<TYPE>,                   \
+      ffi::Ffi::Bind().Arg<ffi::Buffer<TYPE>>().Arg<ffi::Buffer<TYPE>>()               \
+          .Ret<ffi::Buffer<TYPE>>());
+
+JAXSEG_CONV_HANDLERS(f32, ffi::DataType::F32)
+JAXSEG_CONV_HANDLERS(bf16, ffi::DataType::BF16)

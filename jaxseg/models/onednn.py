@@ -1,0 +1,106 @@
+"""2D 'SAME' convolutions computed by oneDNN on CPU, through jax.ffi custom calls.
+
+XLA:CPU computes every weight gradient after transposing both of its operands, and
+bfloat16 convolutions in float32 with conversions around them (BENCHMARKS.md, "Where
+the time goes"). oneDNN, the library behind PyTorch's CPU convolutions, computes all
+three passes (forward, data gradient, weight gradient) from channels-last arrays as
+they are, and in bfloat16 on CPUs with bfloat16 dot units. `conv` has the values and
+gradients of `lax.conv_general_dilated(x, kernel, (1, 1), 'SAME')` with NHWC / HWIO
+operands, float32 or bfloat16 (tests/test_onednn.py).
+
+The kernels are jaxseg/kernels/onednn_conv.cc, built by `pip install` where a C++
+compiler and oneDNN are available (setup.py) into the shared library `jaxseg._onednn`.
+`available()` says whether it loaded; layers.resolve_conv_library picks it by default on
+CPU and says once, in one line, why not when it could not.
+"""
+
+import ctypes
+import functools
+import importlib.metadata
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+
+ONEDNN_LIBRARY = 'libdnnl.so.3'
+PASSES = ('forward', 'backward_data', 'backward_weights')
+DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
+
+
+def _onednn_library_path() -> str | None:
+  """libdnnl from the PyPI package onednn-cpu-gomp (a wheel data file under the
+  environment's prefix), or None to leave it to the dynamic loader's search path."""
+  try:
+    files = importlib.metadata.files('onednn-cpu-gomp') or []
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  for file in files:
+    if str(file).endswith('/' + ONEDNN_LIBRARY):
+      return os.path.abspath(file.locate())
+  return None
+
+
+@functools.cache
+def _load() -> tuple[bool, str]:
+  """Loads the extension and registers its handlers with XLA: (loaded, why not)."""
+  spec = importlib.util.find_spec('jaxseg._onednn')
+  if spec is None or not spec.origin:
+    return False, ('the extension jaxseg._onednn was not built (pip install needs a C++ '
+                   'compiler and, on Linux x86-64, the onednn-cpu-gomp packages)')
+  try:
+    # The extension links libdnnl by name; load it first from where pip put it.
+    ctypes.CDLL(_onednn_library_path() or ONEDNN_LIBRARY, mode=ctypes.RTLD_GLOBAL)
+    library = ctypes.CDLL(spec.origin)
+  except OSError as error:
+    return False, f'the extension jaxseg._onednn did not load: {error}'
+  for kernel_pass in PASSES:
+    for suffix in DTYPES.values():
+      name = f'jaxseg_conv_{kernel_pass}_{suffix}'
+      jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)),
+                                  platform='cpu')
+  return True, ''
+
+
+def available() -> bool:
+  """Whether the oneDNN convolutions are built and loaded (CPU only)."""
+  return _load()[0]
+
+
+def unavailable_reason() -> str:
+  return _load()[1]
+
+
+def supports(x: jax.Array, kernel: jax.Array) -> bool:
+  """Whether `conv` computes this convolution: 2D, both operands float32 or bfloat16."""
+  return x.ndim == 4 and x.dtype == kernel.dtype and x.dtype in DTYPES
+
+
+def _call(kernel_pass: str, out_shape, dtype, *operands):
+  if not available():
+    raise RuntimeError(f'oneDNN convolutions requested but {unavailable_reason()}')
+  name = f'jaxseg_conv_{kernel_pass}_{DTYPES[jnp.dtype(dtype)]}'
+  # Under vmap (the models do not use it), one call per mapped element: slow but right.
+  return jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(out_shape, dtype),
+                          vmap_method='sequential')(*operands)
+
+
+@jax.custom_vjp
+def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """'SAME', stride-1 convolution of x (N, H, W, C_in) with kernel (kh, kw, C_in, C_out)."""
+  return _call('forward', x.shape[:-1] + kernel.shape[-1:], x.dtype, x, kernel)
+
+
+def _conv_forward(x, kernel):
+  return conv(x, kernel), (x, kernel)
+
+
+def _conv_backward(residuals, dy):
+  x, kernel = residuals
+  dy = dy.astype(x.dtype)
+  dx = _call('backward_data', x.shape, x.dtype, dy, kernel)
+  dkernel = _call('backward_weights', kernel.shape, kernel.dtype, x, dy)
+  return dx, dkernel
+
+
+conv.defvjp(_conv_forward, _conv_backward)

@@ -1,0 +1,84 @@
+"""Builds jaxseg's optional oneDNN convolutions (jaxseg/kernels/onednn_conv.cc).
+
+Everything else is declared in setup.cfg. The extension is a plain shared library
+that jaxseg/models/onednn.py loads and registers with jax.ffi; it needs a C++17
+compiler, XLA's FFI headers (from jaxlib) and oneDNN's headers and library (the PyPI
+packages onednn-devel-cpu-gomp and onednn-cpu-gomp), all of which pyproject.toml puts
+into the build environment on Linux x86-64. Where any of them is missing the install
+goes on without it, printing one line, and jaxseg uses XLA's own convolutions.
+"""
+
+import importlib.metadata
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.errors import CompileError, LinkError
+from setuptools.command.build_ext import build_ext
+
+ONEDNN_LIBRARY = 'libdnnl.so.3'
+
+
+def _installed_file(distribution: str, path_end: str) -> str | None:
+  """Where pip put the file of an installed distribution whose path ends in `path_end`. Headers and libraries are
+  wheel data files, installed under the environment's prefix: in pip's isolated build
+  environment that is not sys.prefix, but the distribution's RECORD knows it."""
+  try:
+    files = importlib.metadata.files(distribution) or []
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  for file in files:
+    if str(file).endswith(path_end):
+      return os.path.abspath(file.locate())
+  return None
+
+
+def _onednn_dirs() -> tuple[str, str] | None:
+  """(include dir, library dir) of oneDNN: a DNNLROOT install, or its PyPI packages."""
+  root = os.environ.get('DNNLROOT')
+  if root:
+    return os.path.join(root, 'include'), os.path.join(root, 'lib')
+  header = _installed_file('onednn-devel-cpu-gomp', '/include/oneapi/dnnl/dnnl.hpp')
+  library = _installed_file('onednn-cpu-gomp', '/' + ONEDNN_LIBRARY)
+  if header and library:
+    return os.path.dirname(os.path.dirname(os.path.dirname(header))), os.path.dirname(library)
+  return None
+
+
+class OptionalBuildExt(build_ext):
+  """build_ext that reports a failed or impossible build in one line and goes on."""
+
+  def build_extension(self, ext):
+    try:
+      import jaxlib  # ships XLA's FFI headers (what jax.ffi.include_dir() names)
+    except ImportError as error:
+      return self._skip(f'XLA FFI headers not found ({error})')
+    ffi_include = os.path.join(os.path.dirname(jaxlib.__file__), 'include')
+    if not os.path.exists(os.path.join(ffi_include, 'xla', 'ffi', 'api', 'ffi.h')):
+      return self._skip(f'XLA FFI headers not found in {ffi_include}')
+    dirs = _onednn_dirs()
+    if dirs is None:
+      return self._skip('oneDNN not found (pip package onednn-devel-cpu-gomp, Linux x86-64)')
+    include, lib = dirs
+    # -isystem: the third-party headers' warnings are not ours to fix.
+    ext.extra_compile_args += ['-isystem', ffi_include, '-isystem', include]
+    ext.library_dirs.append(lib)
+    try:
+      super().build_extension(ext)
+    except (CompileError, LinkError):
+      self._skip('the C++ compiler failed (its messages are above)')
+    except Exception as error:  # no compiler, or anything else: never fail the install
+      self._skip(f'{type(error).__name__}: {error}')
+
+  def _skip(self, reason: str) -> None:
+    print(f'jaxseg: oneDNN convolutions not built, XLA convolutions will be used: {reason}',
+          file=sys.stderr)
+
+
+setup(
+    ext_modules=[Extension(
+        'jaxseg._onednn', ['jaxseg/kernels/onednn_conv.cc'], language='c++',
+        extra_compile_args=['-std=c++17', '-O2'],
+        extra_link_args=[f'-l:{ONEDNN_LIBRARY}'], optional=True)],
+    cmdclass={'build_ext': OptionalBuildExt},
+)

@@ -1,0 +1,147 @@
+"""jaxseg's oneDNN convolutions (jaxseg/models/onednn.py) against XLA's.
+
+Values and both gradients of single convolutions in float32 and bfloat16, whole models
+with either library, the choice of library, and an install that cannot build the
+extension.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg.errors import ConfigError
+from jaxseg.models import LSTMUNet, UNet, UNetSettings, layers, onednn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILDABLE = (platform.system() == 'Linux' and platform.machine() == 'x86_64'
+             and shutil.which('c++') is not None)
+needs_onednn = pytest.mark.skipif(not onednn.available(), reason='oneDNN extension not built')
+
+
+def _xla_conv(x, kernel):
+  return layers._conv(x, kernel, 'xla')
+
+
+def _relative_error(a, b):
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_the_extension_is_built_where_it_can_be():
+  """pip install builds it on Linux x86-64 with a C++ compiler (as in CI): a broken
+  build must fail here, not pass silently as 'XLA convolutions'."""
+  if not BUILDABLE:
+    pytest.skip('no C++ compiler or not Linux x86-64: the extension is optional here')
+  assert onednn.available(), onednn.unavailable_reason()
+
+
+@needs_onednn
+@pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize('x_shape, kernel_shape', [
+    ((2, 9, 7, 5), (3, 3, 5, 6)),     # odd sizes, channels not a multiple of the SIMD width
+    ((3, 8, 8, 16), (1, 1, 16, 4)),   # 1x1
+    ((1, 6, 10, 3), (5, 5, 3, 8)),    # wider kernel
+    ((2, 6, 6, 4), (2, 2, 4, 4)),     # even kernel: 'SAME' pads one more after than before
+])
+def test_values_and_gradients_equal_xlas(x_shape, kernel_shape, dtype, tolerance):
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], x_shape).astype(dtype)
+  kernel = (0.3 * jax.random.normal(keys[1], kernel_shape)).astype(dtype)
+  cotangent = jax.random.normal(keys[2], x_shape[:-1] + kernel_shape[-1:]).astype(dtype)
+
+  def value_and_grads(conv):
+    y, vjp = jax.vjp(conv, x, kernel)
+    return (y, *vjp(cotangent))
+  ours = jax.jit(lambda: value_and_grads(onednn.conv))()
+  # The reference in float32: bfloat16 results must be as close to it as XLA's are.
+  reference = jax.jit(lambda: value_and_grads(_xla_conv))()
+  for name, got, want in zip(('values', 'input gradient', 'kernel gradient'), ours, reference):
+    assert got.dtype == dtype and got.shape == want.shape, name
+    assert _relative_error(got, want) < tolerance, name
+
+
+@needs_onednn
+def test_jit_grad_of_a_loss_through_two_convolutions():
+  """Composed: the second convolution's input gradient feeds the first one's."""
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  k1 = 0.3 * jax.random.normal(jax.random.key(2), (3, 3, 3, 8))
+  k2 = 0.3 * jax.random.normal(jax.random.key(3), (3, 3, 8, 2))
+
+  def loss(conv, k1, k2):
+    return jnp.sum(jnp.tanh(conv(jax.nn.relu(conv(x, k1)), k2)) ** 2)
+  ours = jax.jit(jax.value_and_grad(lambda *k: loss(onednn.conv, *k), (0, 1)))(k1, k2)
+  want = jax.jit(jax.value_and_grad(lambda *k: loss(_xla_conv, *k), (0, 1)))(k1, k2)
+  for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(want)):
+    assert _relative_error(got, expected) < 1e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize('model_kind, shape', [('lstm_unet', (2, 16, 16, 2)),
+                                                ('unet', (1, 8, 8, 8, 2))])
+def test_models_are_the_same_function_with_either_library(model_kind, shape):
+  """The 2D LSTM-U-Net (ConvLSTM gates, feedback) and the depth-folded 3D U-Net:
+  logits and parameter gradients with oneDNN's convolutions equal XLA's."""
+  x = jax.random.normal(jax.random.key(4), shape)
+
+  def build(library):
+    settings = UNetSettings(features=(4, 8), num_outputs=2, conv3d='depth_folded',
+                            conv_library=library)
+    return (LSTMUNet(settings, num_iterations=2, lstm_at=('bottleneck',))
+            if model_kind == 'lstm_unet' else UNet(settings))
+  params = build('xla').init(jax.random.key(5), x)['params']
+
+  def loss(library, params):
+    logits = build(library).apply({'params': params}, x)[0]
+    return jnp.mean(jax.nn.sigmoid(logits) ** 2), logits
+  results = {library: jax.jit(jax.value_and_grad(lambda p, lib=library: loss(lib, p),
+                                                 has_aux=True))(params)
+             for library in ('xla', 'onednn')}
+  (_, logits), grads = results['onednn']
+  (_, want_logits), want_grads = results['xla']
+  assert _relative_error(logits, want_logits) < 1e-5
+  for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    assert _relative_error(got, expected) < 1e-4
+
+
+def test_auto_picks_onednn_only_on_a_single_cpu_device(monkeypatch):
+  monkeypatch.setattr(onednn, 'available', lambda: True)
+  assert layers.resolve_conv_library('auto', 'cpu', num_devices=1) == 'onednn'
+  assert layers.resolve_conv_library('auto', 'cpu', num_devices=2) == 'xla'
+  assert layers.resolve_conv_library('auto', 'gpu', num_devices=1) == 'xla'
+  assert layers.resolve_conv_library('xla', 'cpu', num_devices=1) == 'xla'
+  monkeypatch.setattr(onednn, 'available', lambda: False)
+  assert layers.resolve_conv_library('auto', 'cpu', num_devices=1) == 'xla'
+  with pytest.raises(ConfigError, match="model.conv_library: oneDNN convolutions requested"):
+    layers.resolve_conv_library('onednn', 'cpu')
+  with pytest.raises(ConfigError, match="model.conv_library: unknown library 'mkl'"):
+    layers.resolve_conv_library('mkl', 'cpu')
+
+
+def test_a_missing_extension_is_reported_not_raised(monkeypatch):
+  monkeypatch.setattr(onednn.importlib.util, 'find_spec', lambda name: None)
+  loaded, reason = onednn._load.__wrapped__()
+  assert not loaded and 'jaxseg._onednn was not built' in reason
+
+
+def test_a_failing_build_does_not_fail_the_install(tmp_path):
+  """setup.py with oneDNN headers that do not compile: one line, exit status 0."""
+  broken = tmp_path / 'dnnl' / 'include' / 'oneapi' / 'dnnl'
+  broken.mkdir(parents=True)
+  (broken / 'dnnl.hpp').write_text('#error this oneDNN is broken\n')
+  (tmp_path / 'dnnl' / 'lib').mkdir()
+  env = {**os.environ, 'DNNLROOT': str(tmp_path / 'dnnl')}
+  result = subprocess.run(
+      [sys.executable, 'setup.py', '-q', 'build_ext', f'--build-lib={tmp_path / "lib"}',
+       f'--build-temp={tmp_path / "temp"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  notices = [line for line in result.stderr.splitlines() if line.startswith('jaxseg:')]
+  assert len(notices) == 1 and 'oneDNN convolutions not built' in notices[0], result.stderr
+  assert not list((tmp_path / 'lib').rglob('*.so'))
