@@ -77,7 +77,10 @@ CASES = [
     ('2D LSTM-U-Net T=3', 'lstm_unet', '2d', (128, 128), 8),
     ('3D U-Net', 'unet', '3d', (64, 64, 64), 2),
     ('3D LSTM-U-Net T=3', 'lstm_unet', '3d', (64, 64, 64), 2),
+    # Issue 19's BraTS-like 2D training: the U-Net's brats2d width, 4 levels, batch 16.
+    ('2D U-Net 32-256 (BraTS-like)', 'unet', '2d', (128, 128), 16),
 ]
+CASE_FEATURES = {'2D U-Net 32-256 (BraTS-like)': (32, 64, 128, 256)}  # else the variant's
 LARGE_CASES = [
     ('3D U-Net 128^3', 'unet', '3d', (128, 128, 128), 2),
     ('3D LSTM-U-Net T=3 128^3', 'lstm_unet', '3d', (128, 128, 128), 2),
@@ -85,13 +88,18 @@ LARGE_CASES = [
 
 
 TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST = 'PyTorch', 'PyTorch channels-last'
-FRAMEWORKS = ('JAX', TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)
+# jaxseg as configured (model.conv_library='auto': oneDNN's convolutions on a CPU where
+# they are built) and with XLA's own convolutions, side by side.
+JAX, JAX_XLA_CONVS = 'JAX', 'JAX, XLA convolutions'
+FRAMEWORKS = (JAX, JAX_XLA_CONVS, TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)
 
 
-def make_config(name: str, variant: str, shape, batch: int):
+def make_config(name: str, variant: str, shape, batch: int, features=None):
   config = importlib.import_module(f'configs.{name}').get_config(variant)
   config.data.image_size = tuple(shape)
   config.train.batch_size = batch
+  if features:
+    config.model.features = tuple(features)
   return config
 
 
@@ -133,6 +141,11 @@ def jax_setup(config):
   return model, jax.jit(init_state)()
 
 
+def conv_library(model) -> str:
+  """The library that computes the model's convolutions ('auto' resolved)."""
+  return model.settings.conv_library
+
+
 def measure_jax(config, image, target, steps: int) -> dict:
   """jaxseg's train step and forward pass, compiled as in train.py."""
   model, state = jax_setup(config)
@@ -161,7 +174,7 @@ def measure_jax(config, image, target, steps: int) -> dict:
                           steps)
   return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
           'device': jax.devices()[0].device_kind, 'peak_gib': peak, 'rss_gib': peak_rss_gib(),
-          'train_flops': flops}
+          'train_flops': flops, 'conv_library': conv_library(model)}
 
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
@@ -295,11 +308,13 @@ def main():
   torch.set_num_threads(os.cpu_count())
   cases = CASES + LARGE_CASES
   if args.one:
-    _, name, variant, shape, batch = cases[int(args.one[0])]
-    config = make_config(name, variant, shape, batch)
+    label, name, variant, shape, batch = cases[int(args.one[0])]
+    config = make_config(name, variant, shape, batch, CASE_FEATURES.get(label))
     config.model.dtype = args.dtype
     image, target = make_inputs(config)  # the same seed in every process: the same inputs
-    if args.one[1] == 'JAX':
+    if args.one[1] in (JAX, JAX_XLA_CONVS):
+      if args.one[1] == JAX_XLA_CONVS:
+        config.model.conv_library = 'xla'
       result = measure_jax(config, image, target, steps)
     else:
       result = measure_torch(config, image, target, steps, args.torch_compile,
@@ -355,7 +370,7 @@ def main():
       print(f'{label} {framework}: {r["params"]:,} parameters, compile/first {r["compile_s"]:.1f} s, '
             f'train {r["train_s"] * 1000:.0f} ms/step, infer {r["infer_s"] * 1000:.0f} ms',
             file=sys.stderr, flush=True)
-    jax_params, torch_params = results['JAX']['params'], results[TORCH_CHANNELS_FIRST]['params']
+    jax_params, torch_params = results[JAX]['params'], results[TORCH_CHANNELS_FIRST]['params']
     if abs(jax_params - torch_params) > 0.01 * jax_params:
       raise SystemExit(f'{label}: parameter counts differ by more than 1%: '
                        f'{jax_params} (JAX) vs {torch_params} (PyTorch)')
@@ -366,14 +381,20 @@ def main():
        '| peak RSS GiB | JAX / faster PyTorch, train | JAX / faster PyTorch, infer |')
   emit('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for label, batch, results in rows:
-    j = results['JAX']
+    j = results[JAX]
     # The peer at its best: the faster of PyTorch's two memory formats, per column.
     best_train = min(results[f]['train_s'] for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST))
     best_infer = min(results[f]['infer_s'] for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST))
     for framework, r in results.items():
-      ratios = (f'**{best_train / j["train_s"]:.2f}** | {best_infer / j["infer_s"]:.2f}'
-                if framework == 'JAX' else ' | ')
-      case = label if framework == 'JAX' else ''
+      if framework in (JAX, JAX_XLA_CONVS):
+        bold = '**' if framework == JAX else ''
+        ratios = (f'{bold}{best_train / r["train_s"]:.2f}{bold} | '
+                  f'{best_infer / r["infer_s"]:.2f}')
+      else:
+        ratios = ' | '
+      case = label if framework == JAX else ''
+      if framework == JAX:
+        framework = f'JAX ({r["conv_library"]} convolutions)'
       emit(f'| {case} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
            f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
            f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
@@ -382,13 +403,17 @@ def main():
        'Devices: ' + ', '.join(sorted({f'{name} {r["device"]}' for _, _, results in rows
                                        for name, r in results.items()})) + '.')
   emit()
-  emit('JAX train-step FLOPs (XLA cost analysis of the compiled step) and the rate reached:')
+  # oneDNN's convolutions are custom calls, which XLA's cost analysis does not count:
+  # the FLOPs are those of the same step with XLA's convolutions.
+  emit('JAX train-step FLOPs (XLA cost analysis of the step with XLA convolutions) and the '
+       'rate each JAX run reached:')
   for label, _, results in rows:
-    j = results['JAX']
-    if j.get('train_flops'):
-      rate = j['train_flops'] / j['train_s'] / 1e12
-      mfu = f', MFU {100 * rate / args.peak_tflops:.1f}%' if args.peak_tflops else ''
-      emit(f'- {label}: {j["train_flops"] / 1e9:.1f} GFLOP per step, {rate:.3f} TFLOP/s{mfu}')
+    flops = results[JAX_XLA_CONVS].get('train_flops')
+    if flops:
+      rates = {name: flops / results[name]['train_s'] / 1e12 for name in (JAX, JAX_XLA_CONVS)}
+      mfu = (f', MFU {100 * rates[JAX] / args.peak_tflops:.1f}%' if args.peak_tflops else '')
+      emit(f'- {label}: {flops / 1e9:.1f} GFLOP per step, {rates[JAX]:.3f} TFLOP/s '
+           f'({rates[JAX_XLA_CONVS]:.3f} with XLA convolutions){mfu}')
   emit()
   emit(f'Load average (1 min) at the end: {os.getloadavg()[0]:.2f}.')
   if not args.no_write:

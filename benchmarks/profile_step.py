@@ -78,7 +78,8 @@ def profile_torch(case: int) -> None:
 
   label, name, variant, shape, batch_size = (compare_torch.CASES +
                                              compare_torch.LARGE_CASES)[case]
-  config = compare_torch.make_config(name, variant, shape, batch_size)
+  config = compare_torch.make_config(name, variant, shape, batch_size,
+                                     compare_torch.CASE_FEATURES.get(label))
   image, target = compare_torch.make_inputs(config)
   torch.manual_seed(config.train.seed)
   torch.set_num_threads(os.cpu_count())
@@ -112,6 +113,7 @@ def main():
   parser.add_argument('--case', type=int, default=0, choices=range(cases),
                       help=f'index into compare_torch cases (0-{cases - 1})')
   parser.add_argument('--conv3d', default='auto')
+  parser.add_argument('--conv_library', default='auto', help='auto | xla | onednn')
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--framework', default='jax', choices=('jax', 'pytorch'))
   args = parser.parse_args()
@@ -119,8 +121,10 @@ def main():
     return profile_torch(args.case)
   label, name, variant, shape, batch_size = (compare_torch.CASES +
                                              compare_torch.LARGE_CASES)[args.case]
-  config = compare_torch.make_config(name, variant, shape, batch_size)
+  config = compare_torch.make_config(name, variant, shape, batch_size,
+                                     compare_torch.CASE_FEATURES.get(label))
   config.model.conv3d = args.conv3d
+  config.model.conv_library = args.conv_library
   image, target = compare_torch.make_inputs(config)
   _, state = compare_torch.jax_setup(config)
   step = make_train_step(config)
