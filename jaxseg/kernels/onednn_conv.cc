@@ -92,25 +92,32 @@ memory::data_type OneDnnType() {
   return T == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
-// x, kernel -> y
-template <ffi::DataType T>
-ffi::Error Forward(ffi::Buffer<T> x, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> y) {
-  auto xd = x.dimensions(), kd = kernel.dimensions();
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
-  const Kernel& k = GetKernel(Pass::kForward, s);
+// A pass that reads the kernel: the kernel is reordered into the primitive's layout
+// (small), the activations are used where they are.
+ffi::Error RunReadingKernel(Pass pass, const Shape& s, const memory::desc& in_desc,
+                            void* in, int in_arg, const memory::desc& out_desc, void* out,
+                            int out_arg, void* kernel) {
+  const Kernel& k = GetKernel(pass, s);
   dnnl::stream stream(CpuEngine());
-  memory src(s.Src(), CpuEngine(), x.untyped_data());
-  memory dst(s.Dst(), CpuEngine(), y->untyped_data());
-  memory weights(s.Weights(), CpuEngine(), kernel.untyped_data());
+  memory input(in_desc, CpuEngine(), in), output(out_desc, CpuEngine(), out);
+  memory weights(s.Weights(), CpuEngine(), kernel);
   if (k.weights != s.Weights()) {
     memory blocked(k.weights, CpuEngine());
     dnnl::reorder(weights, blocked).execute(stream, weights, blocked);
     weights = blocked;
   }
-  k.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
-                               {DNNL_ARG_DST, dst}});
+  k.primitive.execute(stream, {{in_arg, input}, {DNNL_ARG_WEIGHTS, weights}, {out_arg, output}});
   stream.wait();
   return ffi::Error::Success();
+}
+
+// x, kernel -> y
+template <ffi::DataType T>
+ffi::Error Forward(ffi::Buffer<T> x, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> y) {
+  auto xd = x.dimensions(), kd = kernel.dimensions();
+  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  return RunReadingKernel(Pass::kForward, s, s.Src(), x.untyped_data(), DNNL_ARG_SRC, s.Dst(),
+                          y->untyped_data(), DNNL_ARG_DST, kernel.untyped_data());
 }
 
 // dy, kernel -> dx
@@ -118,20 +125,9 @@ template <ffi::DataType T>
 ffi::Error BackwardData(ffi::Buffer<T> dy, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> dx) {
   auto xd = dx->dimensions(), kd = kernel.dimensions();
   Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
-  const Kernel& k = GetKernel(Pass::kBackwardData, s);
-  dnnl::stream stream(CpuEngine());
-  memory diff_dst(s.Dst(), CpuEngine(), dy.untyped_data());
-  memory diff_src(s.Src(), CpuEngine(), dx->untyped_data());
-  memory weights(s.Weights(), CpuEngine(), kernel.untyped_data());
-  if (k.weights != s.Weights()) {
-    memory blocked(k.weights, CpuEngine());
-    dnnl::reorder(weights, blocked).execute(stream, weights, blocked);
-    weights = blocked;
-  }
-  k.primitive.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
-                               {DNNL_ARG_DIFF_SRC, diff_src}});
-  stream.wait();
-  return ffi::Error::Success();
+  return RunReadingKernel(Pass::kBackwardData, s, s.Dst(), dy.untyped_data(),
+                          DNNL_ARG_DIFF_DST, s.Src(), dx->untyped_data(), DNNL_ARG_DIFF_SRC,
+                          kernel.untyped_data());
 }
 
 // x, dy -> dkernel
