@@ -1,11 +1,15 @@
-"""Builds jaxseg's optional oneDNN convolutions (jaxseg/kernels/onednn_conv.cc).
+"""Builds jaxseg's optional CPU kernels (jaxseg/kernels/).
 
-Everything else is declared in setup.cfg. The extension is a plain shared library
-that jaxseg/models/onednn.py loads and registers with jax.ffi; it needs a C++17
-compiler, XLA's FFI headers (from jaxlib) and oneDNN's headers and library (the PyPI
-packages onednn-devel-cpu-gomp and onednn-cpu-gomp), all of which pyproject.toml puts
-into the build environment on Linux x86-64. Where any of them is missing the install
-goes on without it, printing one line, and jaxseg uses XLA's own convolutions.
+Everything else is declared in setup.cfg. Each extension is a plain shared library that
+jaxseg loads and registers with jax.ffi:
+- jaxseg._onednn, oneDNN convolutions (jaxseg/models/onednn.py): a C++17 compiler, XLA's
+  FFI headers (from jaxlib) and oneDNN's headers and library (the PyPI packages
+  onednn-devel-cpu-gomp and onednn-cpu-gomp), all of which pyproject.toml puts into the
+  build environment on Linux x86-64;
+- jaxseg._group_norm, GroupNorm + activation (jaxseg/models/fused_norm.py): a C++17
+  compiler with OpenMP and XLA's FFI headers.
+Where something is missing the install goes on without that extension, printing one
+line, and jaxseg uses XLA's own ops instead.
 """
 
 import importlib.metadata
@@ -52,33 +56,44 @@ class OptionalBuildExt(build_ext):
     try:
       import jaxlib  # ships XLA's FFI headers (what jax.ffi.include_dir() names)
     except ImportError as error:
-      return self._skip(f'XLA FFI headers not found ({error})')
+      return self._skip(ext, f'XLA FFI headers not found ({error})')
     ffi_include = os.path.join(os.path.dirname(jaxlib.__file__), 'include')
     if not os.path.exists(os.path.join(ffi_include, 'xla', 'ffi', 'api', 'ffi.h')):
-      return self._skip(f'XLA FFI headers not found in {ffi_include}')
-    dirs = _onednn_dirs()
-    if dirs is None:
-      return self._skip('oneDNN not found (pip package onednn-devel-cpu-gomp, Linux x86-64)')
-    include, lib = dirs
+      return self._skip(ext, f'XLA FFI headers not found in {ffi_include}')
     # -isystem: the third-party headers' warnings are not ours to fix.
-    ext.extra_compile_args += ['-isystem', ffi_include, '-isystem', include]
-    ext.library_dirs.append(lib)
+    ext.extra_compile_args += ['-isystem', ffi_include]
+    if ext.name == 'jaxseg._onednn':
+      dirs = _onednn_dirs()
+      if dirs is None:
+        return self._skip(ext, 'oneDNN not found (pip package onednn-devel-cpu-gomp, '
+                          'Linux x86-64)')
+      include, lib = dirs
+      ext.extra_compile_args += ['-isystem', include]
+      ext.library_dirs.append(lib)
     try:
       super().build_extension(ext)
     except (CompileError, LinkError):
-      self._skip('the C++ compiler failed (its messages are above)')
+      self._skip(ext, 'the C++ compiler failed (its messages are above)')
     except Exception as error:  # no compiler, or anything else: never fail the install
-      self._skip(f'{type(error).__name__}: {error}')
+      self._skip(ext, f'{type(error).__name__}: {error}')
 
-  def _skip(self, reason: str) -> None:
-    print(f'jaxseg: oneDNN convolutions not built, XLA convolutions will be used: {reason}',
-          file=sys.stderr)
+  def _skip(self, ext, reason: str) -> None:
+    what = SKIPPED[ext.name]
+    print(f'jaxseg: {what} not built, XLA\'s will be used: {reason}', file=sys.stderr)
 
+
+SKIPPED = {'jaxseg._onednn': 'oneDNN convolutions',
+           'jaxseg._group_norm': 'fused GroupNorm kernel'}
 
 setup(
-    ext_modules=[Extension(
-        'jaxseg._onednn', ['jaxseg/kernels/onednn_conv.cc'], language='c++',
-        extra_compile_args=['-std=c++17', '-O2'],
-        extra_link_args=[f'-l:{ONEDNN_LIBRARY}'], optional=True)],
+    ext_modules=[
+        Extension('jaxseg._onednn', ['jaxseg/kernels/onednn_conv.cc'], language='c++',
+                  extra_compile_args=['-std=c++17', '-O2'],
+                  extra_link_args=[f'-l:{ONEDNN_LIBRARY}'], optional=True),
+        # -O3: the row loops must be vectorised (group_norm.cc); OpenMP threads them.
+        Extension('jaxseg._group_norm', ['jaxseg/kernels/group_norm.cc'], language='c++',
+                  extra_compile_args=['-std=c++17', '-O3', '-fopenmp'],
+                  extra_link_args=['-fopenmp'], optional=True),
+    ],
     cmdclass={'build_ext': OptionalBuildExt},
 )

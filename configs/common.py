@@ -115,6 +115,11 @@ def model_defaults(variant: str | None) -> ml_collections.ConfigDict:
   # on CPU, BENCHMARKS.md), 'xla', or 'auto' = onednn on a single CPU device when built,
   # xla otherwise and on GPU / TPU. Same parameters and values either way.
   model.conv_library = 'auto'
+  # Which kernel computes each norm and the activation after it: 'cpu' (jaxseg's fused
+  # GroupNorm + activation kernel, built by pip install where a C++ compiler is found),
+  # 'xla' (flax's GroupNorm, then the activation), or 'auto' = cpu on a single CPU
+  # device when built, xla otherwise and on GPU / TPU. Same parameters and values.
+  model.norm_kernel = 'auto'
   # Recompute each U-Net level's conv block (and ConvLSTM cell) in the backward pass
   # instead of keeping its activations: less memory on GPU / TPU, ~1/3 more compute.
   model.remat_levels = False

@@ -95,9 +95,10 @@ def _merged(defaults: dict, saved: dict) -> dict:
 
 # Config entries that decide the saved state's shapes and meaning; a restart may change
 # everything else (more steps, another learning rate, remat, compute dtype, conv3d,
-# conv_library).
+# conv_library, norm_kernel).
 _ARCHITECTURE_KEYS = ('model', 'data.image_size')
-_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d', 'conv_library')
+_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d', 'conv_library',
+                       'norm_kernel')
 
 
 def _architecture(config: ml_collections.ConfigDict) -> dict:

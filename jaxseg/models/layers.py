@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from jaxseg.errors import ConfigError
-from jaxseg.models import onednn
+from jaxseg.models import fused_norm, onednn
 
 Dtype = Any
 
@@ -30,6 +30,7 @@ NORMS = ('group', 'instance', 'layer', 'none')
 UPSAMPLINGS = ('transpose', 'resize')
 CONV3D_METHODS = ('native', 'depth_folded')
 CONV_LIBRARIES = ('xla', 'onednn')
+NORM_KERNELS = ('xla', 'cpu')
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -40,18 +41,27 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 class Norm(nn.Module):
-  """Normalisation over the spatial axes, chosen by name."""
+  """Normalisation over the spatial axes, chosen by name, then `activation` (if any).
+
+  `kernel` 'cpu' computes group, instance and layer norm together with the activation
+  in jaxseg's fused CPU kernel (fused_norm.py) where it supports them, 'xla' with flax's
+  GroupNorm; the parameters are the same either way.
+  """
   kind: str = 'group'
   num_groups: int = 8
+  activation: str | None = None
+  kernel: str = 'xla'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     check_norm(self.kind)
+    check_norm_kernel(self.kernel)
+    act = get_activation(self.activation) if self.activation else lambda y: y
     features = x.shape[-1]
     if self.kind == 'none':
-      return x
+      return act(x)
     if self.kind == 'group':
       groups = min(self.num_groups, features)
       while features % groups:  # largest divisor of the width not above num_groups
@@ -60,6 +70,10 @@ class Norm(nn.Module):
       groups = features
     else:  # 'layer'
       groups = 1
+    x = x.astype(self.dtype)
+    if self.kernel == 'cpu' and fused_norm.supports(x, self.activation or 'none'):
+      return FusedGroupNorm(groups, self.activation or 'none', self.param_dtype,
+                            name='GroupNorm_0')(x)
     group_norm = nn.GroupNorm
     if jnp.dtype(self.dtype).itemsize < 4:  # bfloat16, float16
       # flax's GroupNorm normalises in float32 (`x - mean` promotes a bfloat16 input), and
@@ -68,8 +82,22 @@ class Norm(nn.Module):
       # one elementwise pass and, compiled for a TPU, cut the bfloat16 3D LSTM-U-Net step's
       # temporaries by 29% (BENCHMARKS.md). Same values, same parameter names.
       group_norm = nn.remat(nn.GroupNorm)
-    return group_norm(num_groups=groups, dtype=self.dtype, param_dtype=self.param_dtype,
-                      name='GroupNorm_0')(x)
+    return act(group_norm(num_groups=groups, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name='GroupNorm_0')(x))
+
+
+class FusedGroupNorm(nn.Module):
+  """nn.GroupNorm's parameters and values, then an activation, in one CPU kernel."""
+  groups: int
+  activation: str = 'none'
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones_init(), (features,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros_init(), (features,), self.param_dtype)
+    return fused_norm.group_norm(x, scale, bias, self.groups, self.activation)
 
 
 def check_norm(kind: str) -> None:
@@ -103,24 +131,54 @@ def check_conv_library(library: str) -> None:
                      f'{("auto",) + CONV_LIBRARIES}')
 
 
+def check_norm_kernel(kernel: str) -> None:
+  if kernel not in NORM_KERNELS:
+    raise ConfigError(f'model.norm_kernel: unknown kernel {kernel!r}; choose one of '
+                     f'{("auto",) + NORM_KERNELS}')
+
+
+def _use_cpu_kernel(backend: str | None, num_devices: int | None) -> bool:
+  """Whether 'auto' may pick one of jaxseg's CPU kernels: on a single CPU device. GPU and
+  TPU keep XLA's ops. Several devices do too: XLA's partitioner would replicate the
+  operands of a custom call instead of splitting the batch."""
+  return ((backend or jax.default_backend()) == 'cpu'
+          and (num_devices or jax.device_count()) == 1)
+
+
 def resolve_conv_library(library: str, backend: str | None = None,
                          num_devices: int | None = None) -> str:
   """model.conv_library 'auto' -> 'onednn' on a single CPU device when jaxseg's oneDNN
-  extension is built (faster, BENCHMARKS.md), else 'xla'. GPU and TPU keep XLA's
-  convolutions. Several devices keep them too: XLA's partitioner would replicate the
-  operands of a custom call instead of splitting the batch."""
+  extension is built (faster, BENCHMARKS.md), else 'xla'."""
   if library == 'auto':
-    if (backend or jax.default_backend()) != 'cpu':
-      return 'xla'
-    if not onednn.available():
+    if (backend or jax.default_backend()) == 'cpu' and not onednn.available():
       _notice_once(f'jaxseg: XLA convolutions on CPU, {onednn.unavailable_reason()}')
       return 'xla'
-    return 'onednn' if (num_devices or jax.device_count()) == 1 else 'xla'
+    return 'onednn' if _use_cpu_kernel(backend, num_devices) else 'xla'
   check_conv_library(library)
   if library == 'onednn' and not onednn.available():
     raise ConfigError(f'model.conv_library: oneDNN convolutions requested but '
                       f'{onednn.unavailable_reason()}')
   return library
+
+
+def resolve_norm_kernel(kernel: str, backend: str | None = None,
+                        num_devices: int | None = None) -> str:
+  """model.norm_kernel 'auto' -> 'cpu' (the fused GroupNorm + activation kernel) on a
+  single CPU device when it is built (faster, BENCHMARKS.md), else 'xla'."""
+  if kernel == 'auto':
+    if (backend or jax.default_backend()) == 'cpu' and not fused_norm.available():
+      _notice_once(f'jaxseg: XLA GroupNorm on CPU, {fused_norm.unavailable_reason()}')
+      return 'xla'
+    return 'cpu' if _use_cpu_kernel(backend, num_devices) else 'xla'
+  check_norm_kernel(kernel)
+  if kernel == 'cpu':
+    if (backend or jax.default_backend()) != 'cpu':
+      raise ConfigError(f'model.norm_kernel: the fused CPU kernel cannot run on '
+                        f'{backend or jax.default_backend()}; use auto or xla')
+    if not fused_norm.available():
+      raise ConfigError(f'model.norm_kernel: fused GroupNorm kernel requested but '
+                        f'{fused_norm.unavailable_reason()}')
+  return kernel
 
 
 @functools.cache
@@ -218,17 +276,18 @@ class ConvBlock(nn.Module):
   activation: str = 'relu'
   conv3d: str = 'native'
   conv_library: str = 'xla'
+  norm_kernel: str = 'xla'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    act = get_activation(self.activation)
     for _ in range(2):
       x = Conv(self.features, 3, use_bias=self.norm == 'none', conv3d=self.conv3d,
                conv_library=self.conv_library, dtype=self.dtype,
                param_dtype=self.param_dtype)(x)
-      x = act(Norm(self.norm, dtype=self.dtype, param_dtype=self.param_dtype)(x))
+      x = Norm(self.norm, activation=self.activation, kernel=self.norm_kernel,
+               dtype=self.dtype, param_dtype=self.param_dtype)(x)
     return x
 
 

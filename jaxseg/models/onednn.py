@@ -14,14 +14,14 @@ compiler and oneDNN are available (setup.py) into the shared library `jaxseg._on
 CPU and says once, in one line, why not when it could not.
 """
 
-import ctypes
 import functools
 import importlib.metadata
-import importlib.util
 import os
 
 import jax
 import jax.numpy as jnp
+
+from jaxseg.models import ffi_library
 
 ONEDNN_LIBRARY = 'libdnnl.so.3'
 PASSES = ('forward', 'backward_data', 'backward_weights')
@@ -44,22 +44,15 @@ def _onednn_library_path() -> str | None:
 @functools.cache
 def _load() -> tuple[bool, str]:
   """Loads the extension and registers its handlers with XLA: (loaded, why not)."""
-  spec = importlib.util.find_spec('jaxseg._onednn')
-  if spec is None or not spec.origin:
-    return False, ('the extension jaxseg._onednn was not built (pip install needs a C++ '
-                   'compiler and, on Linux x86-64, the onednn-cpu-gomp packages)')
-  try:
-    # The extension links libdnnl by name; load it first from where pip put it.
-    ctypes.CDLL(_onednn_library_path() or ONEDNN_LIBRARY, mode=ctypes.RTLD_GLOBAL)
-    library = ctypes.CDLL(spec.origin)
-  except OSError as error:
-    return False, f'the extension jaxseg._onednn did not load: {error}'
-  for kernel_pass in PASSES:
-    for suffix in DTYPES.values():
-      name = f'jaxseg_conv_{kernel_pass}_{suffix}'
-      jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)),
-                                  platform='cpu')
-  return True, ''
+  targets = [f'jaxseg_conv_{kernel_pass}_{suffix}' for kernel_pass in PASSES
+             for suffix in DTYPES.values()]
+  # The extension links libdnnl by name; it is loaded first from where pip put it.
+  loaded, reason = ffi_library.load('jaxseg._onednn', targets,
+                                    preload=_onednn_library_path() or ONEDNN_LIBRARY)
+  if not loaded and 'not built' in reason:
+    reason += (' (pip install needs a C++ compiler and, on Linux x86-64, the '
+               'onednn-cpu-gomp packages)')
+  return loaded, reason
 
 
 def available() -> bool:

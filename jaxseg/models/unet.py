@@ -60,8 +60,8 @@ class UNetSettings:
   """The settings of one U-Net pass; each field is the `config.model` key of that name.
 
   Checked when built, so a bad value is refused before any file is written. `conv3d`
-  is 'native' or 'depth_folded', `conv_library` 'xla' or 'onednn' ('auto' is resolved
-  by `from_config` for both); dtypes are names.
+  is 'native' or 'depth_folded', `conv_library` 'xla' or 'onednn', `norm_kernel` 'xla' or
+  'cpu' ('auto' is resolved by `from_config` for all three); dtypes are names.
   """
   features: tuple[int, ...] = (16, 32, 64, 128)
   num_outputs: int = 3
@@ -71,6 +71,7 @@ class UNetSettings:
   deep_supervision: bool = False
   conv3d: str = 'native'
   conv_library: str = 'xla'
+  norm_kernel: str = 'xla'
   remat_levels: bool = False  # recompute each level's conv block and ConvLSTM cell
   dtype: str = 'float32'
   param_dtype: str = 'float32'
@@ -84,6 +85,7 @@ class UNetSettings:
     layers.check_upsampling(self.upsampling)
     layers.check_conv3d(self.conv3d)
     layers.check_conv_library(self.conv_library)
+    layers.check_norm_kernel(self.norm_kernel)
     for key in ('dtype', 'param_dtype'):
       if getattr(self, key) not in DTYPES:
         raise ConfigError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
@@ -97,6 +99,7 @@ class UNetSettings:
               if field.name != 'num_outputs'}
     values['conv3d'] = layers.resolve_conv3d(values['conv3d'], backend)
     values['conv_library'] = layers.resolve_conv_library(values['conv_library'], backend)
+    values['norm_kernel'] = layers.resolve_norm_kernel(values['norm_kernel'], backend)
     return cls(num_outputs=num_outputs, **values)
 
   @property
@@ -122,8 +125,8 @@ class UNetBody(nn.Module):
   def _block(self, features, name):
     s = self.settings
     block = nn.remat(ConvBlock) if s.remat_levels else ConvBlock
-    return block(features, s.norm, s.activation, s.conv3d, s.conv_library, s.compute_dtype,
-                 s.parameter_dtype, name=name)
+    return block(features, s.norm, s.activation, s.conv3d, s.conv_library, s.norm_kernel,
+                 s.compute_dtype, s.parameter_dtype, name=name)
 
   def _maybe_lstm(self, location, x, carry, new_carry):
     if location not in self.lstm_at:

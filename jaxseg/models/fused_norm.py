@@ -1,0 +1,99 @@
+"""GroupNorm and the activation after it as one CPU kernel, through jax.ffi custom calls.
+
+Between two convolutions of a U-Net sits norm -> activation. XLA:CPU computes GroupNorm's
+statistics and the sums in its gradient as reduce-window trees over the outer axes and
+splits the rest into several elementwise passes, about 3x PyTorch's time for the same
+work (BENCHMARKS.md, "Where the time goes"). jaxseg/kernels/group_norm.cc does the
+forward pass in two reads of x and one write, and the backward pass in two reads of x
+and dy and one write, recomputing the pre-activation instead of storing it.
+
+`group_norm(x, scale, bias, groups, activation)` has the values and gradients of
+`activation(nn.GroupNorm(groups)(x))` with flax's epsilon and variance formula, for
+channels-last x of any spatial rank, float32 or bfloat16 (statistics in float32;
+tests/test_fused_norm.py). Instance norm is groups = C, layer norm groups = 1.
+
+The kernel is built by `pip install` where a C++ compiler with OpenMP is available
+(setup.py) into `jaxseg._group_norm`; layers.resolve_norm_kernel picks it by default
+on CPU and says once, in one line, why not when it could not.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.models import ffi_library
+
+# Activation name -> (the kernel's code, negative slope). The slope is layers'
+# leaky_relu's; tests compare the two.
+ACTIVATIONS = {'none': (0, 0.0), 'relu': (1, 0.0), 'leaky_relu': (2, 0.01)}
+DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
+EPSILON = 1e-6  # flax.linen.GroupNorm's default
+
+
+@functools.cache
+def _load() -> tuple[bool, str]:
+  targets = [f'jaxseg_group_norm_{kernel_pass}_{suffix}'
+             for kernel_pass in ('forward', 'backward') for suffix in DTYPES.values()]
+  loaded, reason = ffi_library.load('jaxseg._group_norm', targets)
+  if not loaded and 'not built' in reason:
+    reason += ' (pip install needs a C++ compiler with OpenMP)'
+  return loaded, reason
+
+
+def available() -> bool:
+  """Whether the fused GroupNorm kernel is built and loaded (CPU only)."""
+  return _load()[0]
+
+
+def unavailable_reason() -> str:
+  return _load()[1]
+
+
+def supports(x: jax.Array, activation: str) -> bool:
+  """Whether `group_norm` computes this: float32 or bfloat16 (batch, *spatial, C), and an
+  activation the kernel knows (others are applied by XLA after a plain GroupNorm)."""
+  return x.ndim >= 3 and x.dtype in DTYPES and activation in ACTIVATIONS
+
+
+def _kernel_attributes(x, activation):
+  code, slope = ACTIVATIONS[activation]
+  return DTYPES[jnp.dtype(x.dtype)], dict(activation=np.int64(code), slope=np.float32(slope))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int,
+               activation: str = 'none') -> jax.Array:
+  """activation(GroupNorm(x) * scale + bias), over groups of x's last axis."""
+  return _forward(x, scale, bias, groups, activation)[0]
+
+
+def _forward(x, scale, bias, groups, activation):
+  if not available():
+    raise RuntimeError(f'fused GroupNorm requested but {unavailable_reason()}')
+  suffix, attributes = _kernel_attributes(x, activation)
+  stats = jax.ShapeDtypeStruct((x.shape[0], groups), jnp.float32)
+  # Under vmap (the models do not use it), one call per mapped element: slow but right.
+  y, mean, rstd = jax.ffi.ffi_call(
+      f'jaxseg_group_norm_forward_{suffix}', (jax.ShapeDtypeStruct(x.shape, x.dtype), stats,
+                                              stats), vmap_method='sequential')(
+      x, scale.astype(jnp.float32), bias.astype(jnp.float32), groups=np.int64(groups),
+      epsilon=np.float32(EPSILON), **attributes)
+  return y, (x, scale, bias, mean, rstd)
+
+
+def _backward(groups, activation, residuals, dy):
+  x, scale, bias, mean, rstd = residuals
+  suffix, attributes = _kernel_attributes(x, activation)
+  channels = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
+  dx, dscale, dbias = jax.ffi.ffi_call(
+      f'jaxseg_group_norm_backward_{suffix}',
+      (jax.ShapeDtypeStruct(x.shape, x.dtype), channels, channels),
+      vmap_method='sequential')(
+      dy.astype(x.dtype), x, scale.astype(jnp.float32), bias.astype(jnp.float32), mean, rstd,
+      groups=np.int64(groups), **attributes)
+  return dx, dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+group_norm.defvjp(_forward, _backward)
