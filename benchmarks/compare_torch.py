@@ -88,10 +88,12 @@ LARGE_CASES = [
 
 
 TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST = 'PyTorch', 'PyTorch channels-last'
-# jaxseg as configured (model.conv_library='auto': oneDNN's convolutions on a CPU where
-# they are built) and with XLA's own convolutions, side by side.
-JAX, JAX_XLA_CONVS = 'JAX', 'JAX, XLA convolutions'
-FRAMEWORKS = (JAX, JAX_XLA_CONVS, TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)
+# jaxseg as configured ('auto': on a CPU, oneDNN's convolutions and the fused GroupNorm
+# kernel where they are built), with XLA's GroupNorm, and with XLA's own ops throughout.
+JAX, JAX_XLA_NORM, JAX_XLA = 'JAX', 'JAX, XLA GroupNorm', 'JAX, XLA convolutions and GroupNorm'
+JAX_VARIANTS = {JAX: {}, JAX_XLA_NORM: {'norm_kernel': 'xla'},
+                JAX_XLA: {'conv_library': 'xla', 'norm_kernel': 'xla'}}
+FRAMEWORKS = (*JAX_VARIANTS, TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)
 
 
 def make_config(name: str, variant: str, shape, batch: int, features=None):
@@ -141,9 +143,11 @@ def jax_setup(config):
   return model, jax.jit(init_state)()
 
 
-def conv_library(model) -> str:
-  """The library that computes the model's convolutions ('auto' resolved)."""
-  return model.settings.conv_library
+def kernels(model) -> str:
+  """What computes the model's convolutions and norms ('auto' resolved)."""
+  names = {'onednn': 'oneDNN', 'xla': 'XLA', 'cpu': 'fused'}
+  s = model.settings
+  return f'{names[s.conv_library]} convolutions, {names[s.norm_kernel]} GroupNorm'
 
 
 def measure_jax(config, image, target, steps: int) -> dict:
@@ -174,7 +178,7 @@ def measure_jax(config, image, target, steps: int) -> dict:
                           steps)
   return {'params': params, 'compile_s': compile_s, 'train_s': train_s, 'infer_s': infer_s,
           'device': jax.devices()[0].device_kind, 'peak_gib': peak, 'rss_gib': peak_rss_gib(),
-          'train_flops': flops, 'conv_library': conv_library(model)}
+          'train_flops': flops, 'kernels': kernels(model)}
 
 
 def torch_model(config, ndim: int) -> torch.nn.Module:
@@ -312,9 +316,8 @@ def main():
     config = make_config(name, variant, shape, batch, CASE_FEATURES.get(label))
     config.model.dtype = args.dtype
     image, target = make_inputs(config)  # the same seed in every process: the same inputs
-    if args.one[1] in (JAX, JAX_XLA_CONVS):
-      if args.one[1] == JAX_XLA_CONVS:
-        config.model.conv_library = 'xla'
+    if args.one[1] in JAX_VARIANTS:
+      config.model.update(JAX_VARIANTS[args.one[1]])
       result = measure_jax(config, image, target, steps)
     else:
       result = measure_torch(config, image, target, steps, args.torch_compile,
@@ -386,7 +389,7 @@ def main():
     best_train = min(results[f]['train_s'] for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST))
     best_infer = min(results[f]['infer_s'] for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST))
     for framework, r in results.items():
-      if framework in (JAX, JAX_XLA_CONVS):
+      if framework in JAX_VARIANTS:
         bold = '**' if framework == JAX else ''
         ratios = (f'{bold}{best_train / r["train_s"]:.2f}{bold} | '
                   f'{best_infer / r["infer_s"]:.2f}')
@@ -394,7 +397,7 @@ def main():
         ratios = ' | '
       case = label if framework == JAX else ''
       if framework == JAX:
-        framework = f'JAX ({r["conv_library"]} convolutions)'
+        framework = f'JAX ({r["kernels"]})'
       emit(f'| {case} | {framework} | {r["params"]:,} | {r["compile_s"]:.1f} | '
            f'{batch / r["train_s"]:.3g} | {batch / r["infer_s"]:.3g} | '
            f'{fmt(r["peak_gib"], ".2f")} | {fmt(r.get("rss_gib"), ".2f")} | {ratios} |')
@@ -403,17 +406,18 @@ def main():
        'Devices: ' + ', '.join(sorted({f'{name} {r["device"]}' for _, _, results in rows
                                        for name, r in results.items()})) + '.')
   emit()
-  # oneDNN's convolutions are custom calls, which XLA's cost analysis does not count:
-  # the FLOPs are those of the same step with XLA's convolutions.
-  emit('JAX train-step FLOPs (XLA cost analysis of the step with XLA convolutions) and the '
+  # jaxseg's kernels are custom calls, which XLA's cost analysis does not count: the
+  # FLOPs are those of the same step with XLA's ops.
+  emit("JAX train-step FLOPs (XLA cost analysis of the step with XLA's ops) and the "
        'rate each JAX run reached:')
   for label, _, results in rows:
-    flops = results[JAX_XLA_CONVS].get('train_flops')
+    flops = results[JAX_XLA].get('train_flops')
     if flops:
-      rates = {name: flops / results[name]['train_s'] / 1e12 for name in (JAX, JAX_XLA_CONVS)}
+      rates = {name: flops / results[name]['train_s'] / 1e12 for name in JAX_VARIANTS}
       mfu = (f', MFU {100 * rates[JAX] / args.peak_tflops:.1f}%' if args.peak_tflops else '')
       emit(f'- {label}: {flops / 1e9:.1f} GFLOP per step, {rates[JAX]:.3f} TFLOP/s '
-           f'({rates[JAX_XLA_CONVS]:.3f} with XLA convolutions){mfu}')
+           f'({rates[JAX_XLA_NORM]:.3f} with XLA GroupNorm, {rates[JAX_XLA]:.3f} with XLA '
+           f'convolutions and GroupNorm){mfu}')
   emit()
   emit(f'Load average (1 min) at the end: {os.getloadavg()[0]:.2f}.')
   if not args.no_write:

@@ -114,6 +114,7 @@ def main():
                       help=f'index into compare_torch cases (0-{cases - 1})')
   parser.add_argument('--conv3d', default='auto')
   parser.add_argument('--conv_library', default='auto', help='auto | xla | onednn')
+  parser.add_argument('--norm_kernel', default='auto', help='auto | xla | cpu')
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--framework', default='jax', choices=('jax', 'pytorch'))
   args = parser.parse_args()
@@ -125,6 +126,7 @@ def main():
                                      compare_torch.CASE_FEATURES.get(label))
   config.model.conv3d = args.conv3d
   config.model.conv_library = args.conv_library
+  config.model.norm_kernel = args.norm_kernel
   image, target = compare_torch.make_inputs(config)
   _, state = compare_torch.jax_setup(config)
   step = make_train_step(config)
