@@ -18,7 +18,12 @@ from helpers import tiny
 from configs import unet
 from jaxseg.training import train_and_evaluate
 assert jax.device_count() == int(sys.argv[2]), jax.devices()
-train_and_evaluate(tiny(unet.get_config(None)), sys.argv[1])
+config = tiny(unet.get_config(None))
+# XLA's ops on every device count ('auto' would pick jaxseg's CPU kernels on one device
+# only): the runs then differ only in how the batch is split. With the kernels, Adam
+# turns rounding-level differences of near-zero gradients into full-size updates.
+config.model.conv_library = config.model.norm_kernel = 'xla'
+train_and_evaluate(config, sys.argv[1])
 '''
 
 
@@ -46,7 +51,12 @@ from helpers import tiny
 from configs import unet
 from jaxseg.training import train_and_evaluate
 assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 2, 1)
-train_and_evaluate(tiny(unet.get_config(None)), sys.argv[1])
+config = tiny(unet.get_config(None))
+# XLA's ops on every device count ('auto' would pick jaxseg's CPU kernels on one device
+# only): the runs then differ only in how the batch is split. With the kernels, Adam
+# turns rounding-level differences of near-zero gradients into full-size updates.
+config.model.conv_library = config.model.norm_kernel = 'xla'
+train_and_evaluate(config, sys.argv[1])
 '''
 
 
