@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -294,6 +295,19 @@ ffi::Error Check(const Layout& l, int64_t scale_size) {
   return ffi::Error::Success();
 }
 
+// Calls run(std::integral_constant<int64_t, A>) for the activation code A: the kernels
+// take the activation as a template argument.
+template <typename Run>
+ffi::Error WithActivation(int64_t activation, Run run) {
+  switch (activation) {
+    case kNone: run(std::integral_constant<int64_t, kNone>()); break;
+    case kRelu: run(std::integral_constant<int64_t, kRelu>()); break;
+    case kLeakyRelu: run(std::integral_constant<int64_t, kLeakyRelu>()); break;
+    default: return ffi::Error::InvalidArgument("group_norm: unknown activation");
+  }
+  return ffi::Error::Success();
+}
+
 template <ffi::DataType T>
 ffi::Error ForwardHandler(ffi::Buffer<T> x, ffi::Buffer<ffi::F32> scale,
                           ffi::Buffer<ffi::F32> bias, ffi::Result<ffi::Buffer<T>> y,
@@ -302,18 +316,11 @@ ffi::Error ForwardHandler(ffi::Buffer<T> x, ffi::Buffer<ffi::F32> scale,
                           float epsilon, int64_t activation, float slope) {
   Layout l = MakeLayout(x.dimensions(), groups);
   if (auto error = Check(l, scale.element_count()); error.failure()) return error;
-  auto run = [&](auto forward) {
-    forward(l, Data(x), scale.typed_data(), bias.typed_data(), epsilon, slope, Data(y),
-            mean->typed_data(), rstd->typed_data());
-  };
-  using E = Element<T>;
-  switch (activation) {
-    case kNone: run(Forward<E, kNone>); break;
-    case kRelu: run(Forward<E, kRelu>); break;
-    case kLeakyRelu: run(Forward<E, kLeakyRelu>); break;
-    default: return ffi::Error::InvalidArgument("group_norm: unknown activation");
-  }
-  return ffi::Error::Success();
+  return WithActivation(activation, [&](auto a) {
+    Forward<Element<T>, decltype(a)::value>(l, Data(x), scale.typed_data(), bias.typed_data(),
+                                            epsilon, slope, Data(y), mean->typed_data(),
+                                            rstd->typed_data());
+  });
 }
 
 template <ffi::DataType T>
@@ -325,18 +332,11 @@ ffi::Error BackwardHandler(ffi::Buffer<T> dy, ffi::Buffer<T> x, ffi::Buffer<ffi:
                            int64_t activation, float slope) {
   Layout l = MakeLayout(x.dimensions(), groups);
   if (auto error = Check(l, scale.element_count()); error.failure()) return error;
-  auto run = [&](auto backward) {
-    backward(l, Data(dy), Data(x), scale.typed_data(), bias.typed_data(), mean.typed_data(),
-             rstd.typed_data(), slope, Data(dx), dscale->typed_data(), dbias->typed_data());
-  };
-  using E = Element<T>;
-  switch (activation) {
-    case kNone: run(Backward<E, kNone>); break;
-    case kRelu: run(Backward<E, kRelu>); break;
-    case kLeakyRelu: run(Backward<E, kLeakyRelu>); break;
-    default: return ffi::Error::InvalidArgument("group_norm: unknown activation");
-  }
-  return ffi::Error::Success();
+  return WithActivation(activation, [&](auto a) {
+    Backward<Element<T>, decltype(a)::value>(
+        l, Data(dy), Data(x), scale.typed_data(), bias.typed_data(), mean.typed_data(),
+        rstd.typed_data(), slope, Data(dx), dscale->typed_data(), dbias->typed_data());
+  });
 }
 
 }  // namespace
