@@ -52,7 +52,7 @@ def op_events(trace_dir: str):
   return ops, sum(s[1] for s in steps)
 
 
-def attribute(ops) -> collections.Counter:
+def attribute(ops, kinds=None) -> collections.Counter:
   """Wall time per op kind, each instant shared evenly among the ops running then."""
   points = sorted([(start, 1, name) for start, _, name in ops] +
                   [(start + length, -1, name) for start, length, name in ops])
@@ -62,7 +62,8 @@ def attribute(ops) -> collections.Counter:
       running = sum(active.values())
       if running:
         for op, count in active.items():
-          shares[re.sub(r'\.\d+$', '', op)] += (time_ns - previous) * count / running
+          kind = (kinds or {}).get(op) or re.sub(r'\.\d+$', '', op)
+          shares[kind] += (time_ns - previous) * count / running
     active[name] += change
     if not active[name]:
       del active[name]
@@ -141,7 +142,11 @@ def main():
       jax.block_until_ready(metrics)
     jax.profiler.stop_trace()
     ops, step_ns = op_events(trace_dir)
-  shares = attribute(ops)
+  # jaxseg's custom calls all trace as 'ffi_call.N': name them by their kernel instead.
+  hlo = step.lower(state, batch).compile().as_text()
+  kinds = {name: target for name, target in re.findall(
+      r'%?([\w.-]+) = .*custom-call\(.*custom_call_target="(\w+)"', hlo)}
+  shares = attribute(ops, kinds)
   step_ms = step_ns / STEPS / 1e6
   traced_ms = sum(shares.values()) / STEPS / 1e6
   print(f'{label}, {batch_size} x 4 x {shape}, model.conv3d={args.conv3d}: '
