@@ -1,12 +1,15 @@
-"""3D convolution on XLA:CPU: native against depth-folded (jaxseg's model.conv3d), and PyTorch.
+"""3D convolution on CPU: native against depth-folded (jaxseg's model.conv3d), XLA's
+against oneDNN's (model.conv_library), and PyTorch.
 
   python benchmarks/conv3d.py            # the conv shapes of the '3d' U-Net at 64^3, batch 2
 
 For each (input size, C_in -> C_out) of a 3x3x3 'SAME' convolution: forward, and
 forward + backward (gradients of input and kernel), median of 5 after one warm-up, for
-XLA's native 3D convolution, jaxseg's depth_folded_conv (which folds the taps into the
-inputs when C_in <= C_out, else into the outputs) and, when torch is installed, PyTorch
-eager (channels-first). Also checks that the folded form's values equal the native ones.
+the native 3D convolution and jaxseg's depth_folded_conv (which folds the taps into the
+inputs when C_in <= C_out, else into the outputs), each computed by XLA and, where
+jaxseg's oneDNN extension is built, by oneDNN; and, when torch is installed, PyTorch
+eager in its channels-last-3d memory format (its faster one here). Also checks that
+every form's values equal XLA's native ones.
 """
 
 import os
@@ -24,6 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxseg.models import onednn  # noqa: E402
 from jaxseg.models.layers import _conv, depth_folded_conv  # noqa: E402
 
 # Encoder, bottleneck and decoder convs of the U-Net with features (8, 16, 32, 64) on
@@ -55,9 +59,10 @@ def time_torch(x, kernel, cotangent) -> tuple[float, float] | None:
   except ImportError:
     return None
   torch.set_num_threads(os.cpu_count())
-  tx = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(x), -1, 1)))
-  tk = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(kernel), (4, 3, 0, 1, 2))))
-  tc = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(cotangent), -1, 1)))
+  as_torch = lambda a, axes: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
+      np.transpose(np.asarray(a), axes))).contiguous(memory_format=torch.channels_last_3d)
+  tx, tc = as_torch(x, (0, 4, 1, 2, 3)), as_torch(cotangent, (0, 4, 1, 2, 3))
+  tk = as_torch(kernel, (4, 3, 0, 1, 2))
   tx.requires_grad_(True)
   tk.requires_grad_(True)
 
@@ -70,24 +75,41 @@ def time_torch(x, kernel, cotangent) -> tuple[float, float] | None:
   return median_ms(forward), median_ms(both)
 
 
+def methods() -> dict:
+  """jaxseg's ways to compute a 3D convolution: (x, kernel) -> y."""
+  forms = {'XLA native': _conv, 'XLA folded': depth_folded_conv}
+  if onednn.available():
+    forms['oneDNN native'] = lambda x, k: _conv(x, k, 'onednn')
+    forms['oneDNN folded'] = lambda x, k: depth_folded_conv(x, k, 'onednn')
+  return forms
+
+
 def main():
+  forms = methods()
   print(f'jax {jax.__version__}; {os.cpu_count()} CPU cores; batch 2; XLA_FLAGS='
-        f'{os.environ.get("XLA_FLAGS", "")!r}')
-  print('| input | C_in -> C_out | native fwd | folded fwd | PyTorch fwd | native fwd+bwd '
-        '| folded fwd+bwd | PyTorch fwd+bwd | folded side |')
-  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
+        f'{os.environ.get("XLA_FLAGS", "")!r}'
+        + ('' if onednn.available() else f'; no oneDNN: {onednn.unavailable_reason()}'))
+  names = list(forms) + ['PyTorch']
+  print('| input | C_in -> C_out | ' + ' | '.join(f'{n} fwd' for n in names) + ' | '
+        + ' | '.join(f'{n} fwd+bwd' for n in names) + ' |')
+  print('| --- | --- |' + ' ---: |' * (2 * len(names)))
+  totals = np.zeros((len(names), 2))
   for size, c_in, c_out in SHAPES:
     x = jax.random.normal(jax.random.key(0), (2, size, size, size, c_in))
     kernel = 0.1 * jax.random.normal(jax.random.key(1), (3, 3, 3, c_in, c_out))
     cotangent = jax.random.normal(jax.random.key(2), (2, size, size, size, c_out))
-    error = float(jnp.max(jnp.abs(depth_folded_conv(x, kernel) - _conv(x, kernel))))
-    assert error < 1e-3, f'depth_folded_conv differs from the native conv by {error}'
-    native = time_jax(_conv, x, kernel, cotangent)
-    folded = time_jax(depth_folded_conv, x, kernel, cotangent)
-    reference = time_torch(x, kernel, cotangent) or (float('nan'),) * 2
-    print(f'| {size}³ | {c_in} -> {c_out} | {native[0]:.1f} | {folded[0]:.1f} | '
-          f'{reference[0]:.1f} | {native[1]:.1f} | {folded[1]:.1f} | {reference[1]:.1f} | '
-          f'{"inputs" if c_in <= c_out else "outputs"} |', flush=True)
+    reference = _conv(x, kernel)
+    times = []
+    for name, conv in forms.items():
+      error = float(jnp.max(jnp.abs(conv(x, kernel) - reference)))
+      assert error < 1e-3, f'{name} differs from the XLA native conv by {error}'
+      times.append(time_jax(conv, x, kernel, cotangent))
+    times.append(time_torch(x, kernel, cotangent) or (float('nan'),) * 2)
+    totals += np.array(times)
+    print(f'| {size}³ | {c_in} -> {c_out} | ' + ' | '.join(f'{t[0]:.1f}' for t in times)
+          + ' | ' + ' | '.join(f'{t[1]:.1f}' for t in times) + ' |', flush=True)
+  print('| all | | ' + ' | '.join(f'{t[0]:.1f}' for t in totals) + ' | '
+        + ' | '.join(f'{t[1]:.1f}' for t in totals) + ' |')
   print('Times in ms.')
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
 from jaxseg.models import resolve_conv3d  # noqa: E402
+from jaxseg.models.layers import resolve_conv_library  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
 
@@ -86,7 +87,8 @@ def main():
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
   parser.add_argument('--conv3d', default='auto',
-                      help="model.conv3d; 'auto' is depth_folded on CPU, native on GPU/TPU")
+                      help="model.conv3d; 'auto' is native, but depth_folded on a CPU without "
+                           "jaxseg's oneDNN convolutions")
   parser.add_argument('--rows', default=None,
                       help='REMAT:MICROBATCHES,... (REMAT: none, iterations, levels), e.g. '
                            'levels:2; default: each remat alone, then each micro-batch count '
@@ -98,7 +100,9 @@ def main():
   name, _, variant = args.config.partition(':')
   device = target_device(args.target)
   try:
-    args.conv3d = resolve_conv3d(args.conv3d, device.platform)  # 'auto' follows the target
+    # 'auto' follows the target (and, on a CPU, the convolution library it gets)
+    args.conv3d = resolve_conv3d(args.conv3d, device.platform,
+                                 resolve_conv_library('auto', device.platform, num_devices=1))
   except ValueError as error:
     raise SystemExit(f'--conv3d: {error}') from None
   print(f'jax {jax.__version__}, compiled for {device.platform} ({device.device_kind}); '

@@ -170,10 +170,13 @@ def test_conv_module_matches_flax_conv_parameters_and_values():
     Conv(5, conv3d='fast').init(jax.random.key(0), x)
 
 
-def test_conv3d_auto_depends_on_the_backend():
+def test_conv3d_auto_depends_on_the_backend_and_library():
   assert resolve_conv3d('auto', 'cpu') == 'depth_folded'
+  assert resolve_conv3d('auto', 'cpu', 'xla') == 'depth_folded'
+  assert resolve_conv3d('auto', 'cpu', 'onednn') == 'native'  # oneDNN's 3D kernels are fast
   assert resolve_conv3d('auto', 'gpu') == 'native'
   assert resolve_conv3d('native', 'cpu') == 'native'
+  assert resolve_conv3d('depth_folded', 'cpu', 'onednn') == 'depth_folded'
   with pytest.raises(ValueError, match="model.conv3d: unknown method 'fast'"):
     resolve_conv3d('fast')
 

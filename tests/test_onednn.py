@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import unet
 from jaxseg.errors import ConfigError
 from jaxseg.models import LSTMUNet, UNet, UNetSettings, ffi_library, layers, onednn
 
@@ -49,6 +50,8 @@ def test_the_extension_is_built_where_it_can_be():
     ((3, 8, 8, 16), (1, 1, 16, 4)),   # 1x1
     ((1, 6, 10, 3), (5, 5, 3, 8)),    # wider kernel
     ((2, 6, 6, 4), (2, 2, 4, 4)),     # even kernel: 'SAME' pads one more after than before
+    ((2, 5, 7, 6, 3), (3, 3, 3, 3, 4)),  # 3D, odd sizes
+    ((1, 4, 6, 5, 8), (3, 1, 2, 8, 5)),  # 3D, unequal and even kernel sizes
 ])
 def test_values_and_gradients_equal_xlas(x_shape, kernel_shape, dtype, tolerance):
   keys = jax.random.split(jax.random.key(0), 3)
@@ -83,15 +86,18 @@ def test_jit_grad_of_a_loss_through_two_convolutions():
 
 
 @needs_onednn
-@pytest.mark.parametrize('model_kind, shape', [('lstm_unet', (2, 16, 16, 2)),
-                                                ('unet', (1, 8, 8, 8, 2))])
-def test_models_are_the_same_function_with_either_library(model_kind, shape):
-  """The 2D LSTM-U-Net (ConvLSTM gates, feedback) and the depth-folded 3D U-Net:
+@pytest.mark.parametrize('model_kind, shape, conv3d', [
+    ('lstm_unet', (2, 16, 16, 2), 'native'),
+    ('unet', (1, 8, 8, 8, 2), 'depth_folded'),
+    ('lstm_unet', (1, 8, 8, 8, 2), 'native')])
+def test_models_are_the_same_function_with_either_library(model_kind, shape, conv3d):
+  """The 2D LSTM-U-Net (ConvLSTM gates, feedback), the depth-folded 3D U-Net (2D
+  convolutions of either library) and the 3D LSTM-U-Net with native 3D convolutions:
   logits and parameter gradients with oneDNN's convolutions equal XLA's."""
   x = jax.random.normal(jax.random.key(4), shape)
 
   def build(library):
-    settings = UNetSettings(features=(4, 8), num_outputs=2, conv3d='depth_folded',
+    settings = UNetSettings(features=(4, 8), num_outputs=2, conv3d=conv3d,
                             conv_library=library)
     return (LSTMUNet(settings, num_iterations=2, lstm_at=('bottleneck',))
             if model_kind == 'lstm_unet' else UNet(settings))
@@ -122,6 +128,19 @@ def test_auto_picks_onednn_only_on_a_single_cpu_device(monkeypatch):
     layers.resolve_conv_library('onednn', 'cpu')
   with pytest.raises(ConfigError, match="model.conv_library: unknown library 'mkl'"):
     layers.resolve_conv_library('mkl', 'cpu')
+
+
+@pytest.mark.parametrize('built', [True, False])
+def test_config_auto_takes_native_3d_convolutions_with_onednn(monkeypatch, built):
+  """model.conv3d = model.conv_library = 'auto' on one CPU device: oneDNN's native 3D
+  convolutions where the extension is built, else XLA's 2D ones with folded depth."""
+  monkeypatch.setattr(onednn, 'available', lambda: built)
+  monkeypatch.setattr(jax, 'device_count', lambda *args: 1)
+  model_config = unet.get_config('3d').model
+  model_config.conv3d = model_config.conv_library = 'auto'
+  settings = UNetSettings.from_config(model_config, num_outputs=3, backend='cpu')
+  assert (settings.conv_library, settings.conv3d) == (
+      ('onednn', 'native') if built else ('xla', 'depth_folded'))
 
 
 def test_a_missing_extension_is_reported_not_raised(monkeypatch):

@@ -1,13 +1,14 @@
 // oneDNN convolutions for XLA:CPU, called through JAX's foreign function interface.
 //
-// jaxseg's convolutions are all 'SAME', stride 1, channels-last (NHWC activations, HWIO
-// kernels; 3D ones are folded into 2D, jaxseg/models/layers.py). XLA:CPU computes a
+// jaxseg's convolutions are all 'SAME', stride 1, channels-last: (N, *spatial, C)
+// activations and (*window, C_in, C_out) kernels, 2D or 3D. XLA:CPU computes a
 // weight gradient after transposing both of its operands, and bfloat16 convolutions in
 // float32; oneDNN, the library PyTorch's CPU path uses, does neither. The three passes
 // of a convolution are three handlers; jaxseg/models/onednn.py wires them into a
 // custom VJP. Primitives are created once per shape and kept (creating one costs far
 // more than running a small one).
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -30,18 +31,53 @@ dnnl::engine& CpuEngine() {
   return engine;
 }
 
-// The shapes of one convolution: x (n, h, w, ci), kernel (kh, kw, ci, co), y (n, h, w, co).
+// The shapes of one convolution of spatial rank 2 or 3: x (n, *size, ci), kernel
+// (*window, ci, co), y (n, *size, co). Unused trailing entries of size and window are 1.
 struct Shape {
-  int64_t n, h, w, ci, co, kh, kw;
+  int64_t rank, n, ci, co;
+  std::array<int64_t, 3> size, window;
   memory::data_type type;
-  auto Tie() const { return std::tie(n, h, w, ci, co, kh, kw, type); }
+  auto Tie() const { return std::tie(rank, n, ci, co, size, window, type); }
   bool operator<(const Shape& other) const { return Tie() < other.Tie(); }
-  memory::desc Src(Tag tag = Tag::nhwc) const { return {{n, ci, h, w}, type, tag}; }
-  memory::desc Dst(Tag tag = Tag::nhwc) const { return {{n, co, h, w}, type, tag}; }
-  memory::desc Weights(Tag tag = Tag::hwio) const { return {{co, ci, kh, kw}, type, tag}; }
-  memory::dims PadLow() const { return {(kh - 1) / 2, (kw - 1) / 2}; }
-  memory::dims PadHigh() const { return {kh - 1 - (kh - 1) / 2, kw - 1 - (kw - 1) / 2}; }
+  // oneDNN orders dimensions (n, c, *spatial) whatever the memory layout (the tag).
+  memory::dims Dims(int64_t first, int64_t second, const std::array<int64_t, 3>& spatial) const {
+    memory::dims dims{first, second};
+    dims.insert(dims.end(), spatial.begin(), spatial.begin() + rank);
+    return dims;
+  }
+  Tag ActivationTag() const { return rank == 2 ? Tag::nhwc : Tag::ndhwc; }
+  memory::desc Src() const { return {Dims(n, ci, size), type, ActivationTag()}; }
+  memory::desc Dst() const { return {Dims(n, co, size), type, ActivationTag()}; }
+  memory::desc Weights(Tag tag) const { return {Dims(co, ci, window), type, tag}; }
+  memory::desc Weights() const { return Weights(rank == 2 ? Tag::hwio : Tag::dhwio); }
+  memory::dims Strides() const { return memory::dims(rank, 1); }
+  memory::dims PadLow() const {
+    memory::dims pad(rank);
+    for (int64_t i = 0; i < rank; ++i) pad[i] = (window[i] - 1) / 2;
+    return pad;
+  }
+  memory::dims PadHigh() const {
+    memory::dims pad(rank);
+    for (int64_t i = 0; i < rank; ++i) pad[i] = window[i] - 1 - (window[i] - 1) / 2;
+    return pad;
+  }
 };
+
+// The Shape of the convolution of x (activation dimensions) with a kernel (window
+// dimensions); false for a rank other than 2 or 3 or dimensions that do not match.
+bool MakeShape(ffi::Span<const int64_t> x, ffi::Span<const int64_t> kernel,
+               memory::data_type type, Shape* s) {
+  const int64_t rank = int64_t(x.size()) - 2;
+  if ((rank != 2 && rank != 3) || int64_t(kernel.size()) != rank + 2 ||
+      kernel[rank] != x[rank + 1])
+    return false;
+  *s = Shape{rank, x[0], x[rank + 1], kernel[rank + 1], {1, 1, 1}, {1, 1, 1}, type};
+  for (int64_t i = 0; i < rank; ++i) {
+    s->size[i] = x[1 + i];
+    s->window[i] = kernel[i];
+  }
+  return true;
+}
 
 // One pass ready to run: the primitive and the weights layout it chose.
 struct Kernel {
@@ -53,7 +89,7 @@ struct Kernel {
 // the weights may take whatever layout oneDNN prefers: they are small.
 dnnl::convolution_forward::primitive_desc ForwardHint(const Shape& s) {
   return {CpuEngine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-          s.Src(), s.Weights(Tag::any), s.Dst(), {1, 1}, s.PadLow(), s.PadHigh()};
+          s.Src(), s.Weights(Tag::any), s.Dst(), s.Strides(), s.PadLow(), s.PadHigh()};
 }
 
 Kernel MakeKernel(Pass pass, const Shape& s) {
@@ -64,13 +100,13 @@ Kernel MakeKernel(Pass pass, const Shape& s) {
     case Pass::kBackwardData: {
       dnnl::convolution_backward_data::primitive_desc pd(
           CpuEngine(), dnnl::algorithm::convolution_direct, s.Src(), s.Weights(Tag::any),
-          s.Dst(), {1, 1}, s.PadLow(), s.PadHigh(), forward);
+          s.Dst(), s.Strides(), s.PadLow(), s.PadHigh(), forward);
       return {dnnl::convolution_backward_data(pd), pd.weights_desc()};
     }
     case Pass::kBackwardWeights: {
       dnnl::convolution_backward_weights::primitive_desc pd(
           CpuEngine(), dnnl::algorithm::convolution_direct, s.Src(), s.Weights(Tag::any),
-          s.Dst(), {1, 1}, s.PadLow(), s.PadHigh(), forward);
+          s.Dst(), s.Strides(), s.PadLow(), s.PadHigh(), forward);
       return {dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
     }
   }
@@ -111,11 +147,17 @@ ffi::Error RunReadingKernel(Pass pass, const Shape& s, const memory::desc& in_de
   return ffi::Error::Success();
 }
 
+ffi::Error BadShapes() {
+  return ffi::Error::InvalidArgument(
+      "jaxseg oneDNN convolution: needs 2D or 3D channels-last activations and a kernel "
+      "of the same rank whose input channels match theirs");
+}
+
 // x, kernel -> y
 template <ffi::DataType T>
 ffi::Error Forward(ffi::Buffer<T> x, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> y) {
-  auto xd = x.dimensions(), kd = kernel.dimensions();
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  Shape s;
+  if (!MakeShape(x.dimensions(), kernel.dimensions(), OneDnnType<T>(), &s)) return BadShapes();
   return RunReadingKernel(Pass::kForward, s, s.Src(), x.untyped_data(), DNNL_ARG_SRC, s.Dst(),
                           y->untyped_data(), DNNL_ARG_DST, kernel.untyped_data());
 }
@@ -123,8 +165,8 @@ ffi::Error Forward(ffi::Buffer<T> x, ffi::Buffer<T> kernel, ffi::ResultBuffer<T>
 // dy, kernel -> dx
 template <ffi::DataType T>
 ffi::Error BackwardData(ffi::Buffer<T> dy, ffi::Buffer<T> kernel, ffi::ResultBuffer<T> dx) {
-  auto xd = dx->dimensions(), kd = kernel.dimensions();
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  Shape s;
+  if (!MakeShape(dx->dimensions(), kernel.dimensions(), OneDnnType<T>(), &s)) return BadShapes();
   return RunReadingKernel(Pass::kBackwardData, s, s.Dst(), dy.untyped_data(),
                           DNNL_ARG_DIFF_DST, s.Src(), dx->untyped_data(), DNNL_ARG_DIFF_SRC,
                           kernel.untyped_data());
@@ -133,8 +175,8 @@ ffi::Error BackwardData(ffi::Buffer<T> dy, ffi::Buffer<T> kernel, ffi::ResultBuf
 // x, dy -> dkernel
 template <ffi::DataType T>
 ffi::Error BackwardWeights(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> dkernel) {
-  auto xd = x.dimensions(), kd = dkernel->dimensions();
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], OneDnnType<T>()};
+  Shape s;
+  if (!MakeShape(x.dimensions(), dkernel->dimensions(), OneDnnType<T>(), &s)) return BadShapes();
   const Kernel& k = GetKernel(Pass::kBackwardWeights, s);
   dnnl::stream stream(CpuEngine());
   memory src(s.Src(), CpuEngine(), x.untyped_data());

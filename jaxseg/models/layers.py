@@ -116,11 +116,15 @@ def check_conv3d(method: str) -> None:
                      f'{("auto",) + CONV3D_METHODS}')
 
 
-def resolve_conv3d(method: str, backend: str | None = None) -> str:
-  """model.conv3d 'auto' -> 'depth_folded' on CPU (XLA:CPU's 3D convolutions are slow,
-  BENCHMARKS.md), 'native' on GPU and TPU, whose libraries have fast 3D kernels."""
+def resolve_conv3d(method: str, backend: str | None = None,
+                   conv_library: str = 'xla') -> str:
+  """model.conv3d 'auto' -> 'native' where a library with fast 3D kernels computes the
+  convolutions: GPU and TPU, and oneDNN on CPU (`conv_library`, resolved); on CPU with
+  XLA's convolutions 'depth_folded' (XLA:CPU's 3D convolutions are slow; BENCHMARKS.md
+  measures both)."""
   if method == 'auto':
-    return 'depth_folded' if (backend or jax.default_backend()) == 'cpu' else 'native'
+    cpu = (backend or jax.default_backend()) == 'cpu'
+    return 'depth_folded' if cpu and conv_library == 'xla' else 'native'
   check_conv3d(method)
   return method
 
@@ -237,8 +241,8 @@ class Conv(nn.Module):
   """'SAME' convolution with stride 1 and a k^d kernel: nn.Conv's parameters and values.
 
   `conv3d` picks how 3D convolutions are computed ('native' or 'depth_folded', see
-  depth_folded_conv); `conv_library` which library computes the 2D ones ('xla' or
-  'onednn', see onednn.py; native 3D ones are XLA's). The parameters are the same
+  depth_folded_conv); `conv_library` which library computes them ('xla' or 'onednn',
+  see onednn.py; a folded one is a 2D convolution of that library). The parameters are the same
   either way, so checkpoints do not depend on the choices.
   """
   features: int

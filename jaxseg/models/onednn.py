@@ -1,12 +1,12 @@
-"""2D 'SAME' convolutions computed by oneDNN on CPU, through jax.ffi custom calls.
+"""2D and 3D 'SAME' convolutions computed by oneDNN on CPU, through jax.ffi custom calls.
 
 XLA:CPU computes every weight gradient after transposing both of its operands, and
 bfloat16 convolutions in float32 with conversions around them (BENCHMARKS.md, "Where
 the time goes"). oneDNN, the library behind PyTorch's CPU convolutions, computes all
 three passes (forward, data gradient, weight gradient) from channels-last arrays as
 they are, and in bfloat16 on CPUs with bfloat16 dot units. `conv` has the values and
-gradients of `lax.conv_general_dilated(x, kernel, (1, 1), 'SAME')` with NHWC / HWIO
-operands, float32 or bfloat16 (tests/test_onednn.py).
+gradients of `lax.conv_general_dilated(x, kernel, (1,) * d, 'SAME')` with NHWC / HWIO
+(2D) or NDHWC / DHWIO (3D) operands, float32 or bfloat16 (tests/test_onednn.py).
 
 The kernels are jaxseg/kernels/onednn_conv.cc, built by `pip install` where a C++
 compiler and oneDNN are available (setup.py) into the shared library `jaxseg._onednn`.
@@ -65,8 +65,9 @@ def unavailable_reason() -> str:
 
 
 def supports(x: jax.Array, kernel: jax.Array) -> bool:
-  """Whether `conv` computes this convolution: 2D, both operands float32 or bfloat16."""
-  return x.ndim == 4 and x.dtype == kernel.dtype and x.dtype in DTYPES
+  """Whether `conv` computes this convolution: 2D or 3D, both operands float32 or
+  bfloat16."""
+  return x.ndim in (4, 5) and x.dtype == kernel.dtype and x.dtype in DTYPES
 
 
 def _call(kernel_pass: str, out_shape, dtype, *operands):
@@ -80,7 +81,8 @@ def _call(kernel_pass: str, out_shape, dtype, *operands):
 
 @jax.custom_vjp
 def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """'SAME', stride-1 convolution of x (N, H, W, C_in) with kernel (kh, kw, C_in, C_out)."""
+  """'SAME', stride-1 convolution of x (N, *spatial, C_in) with kernel (*window, C_in,
+  C_out), 2 or 3 spatial axes."""
   return _call('forward', x.shape[:-1] + kernel.shape[-1:], x.dtype, x, kernel)
 
 

@@ -97,8 +97,8 @@ class UNetSettings:
     """The body settings of `config.model`, predicting `num_outputs` channels."""
     values = {field.name: model_config[field.name] for field in dataclasses.fields(cls)
               if field.name != 'num_outputs'}
-    values['conv3d'] = layers.resolve_conv3d(values['conv3d'], backend)
     values['conv_library'] = layers.resolve_conv_library(values['conv_library'], backend)
+    values['conv3d'] = layers.resolve_conv3d(values['conv3d'], backend, values['conv_library'])
     values['norm_kernel'] = layers.resolve_norm_kernel(values['norm_kernel'], backend)
     return cls(num_outputs=num_outputs, **values)
 
