@@ -12,8 +12,10 @@ import sys
 
 from absl import flags
 
-from jaxseg.xla_flags import apply_default_flags, enable_compilation_cache
+from jaxseg.xla_flags import (apply_default_flags, enable_compilation_cache,
+                              keep_freed_host_memory)
 
+keep_freed_host_memory()  # before JAX starts its threads
 apply_default_flags()  # before JAX starts its backend
 enable_compilation_cache()
 

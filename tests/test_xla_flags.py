@@ -4,6 +4,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxseg.xla_flags import DEFAULT_FLAGS, apply_default_flags, enable_compilation_cache
 
@@ -77,3 +78,31 @@ def test_compilation_cache_can_be_turned_off_and_survives_an_unwritable_director
     assert jax.config.jax_compilation_cache_dir == directory
   finally:
     jax.config.update('jax_compilation_cache_dir', None)  # not for the other tests
+
+
+_REALLOCATE = '''
+import resource, sys
+import numpy as np
+from jaxseg.xla_flags import keep_freed_host_memory
+applied = keep_freed_host_memory()
+size = 256 * 2**20  # as large as a train step's temporaries
+np.ones(size, np.uint8)  # allocated, touched, freed
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+np.ones(size, np.uint8)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc only')
+def test_freed_host_memory_is_reused_without_page_faults():
+  """With keep_freed_host_memory, a second block as large as the first reuses its
+  pages; with JAXSEG_KEEP_HOST_MEMORY=0, glibc maps fresh ones (faulted in again)."""
+  faults = {}
+  for keep in ('1', '0'):
+    out = subprocess.run([sys.executable, '-c', _REALLOCATE], check=True, text=True,
+                         stdout=subprocess.PIPE,
+                         env={**os.environ, 'JAXSEG_KEEP_HOST_MEMORY': keep}).stdout.split()
+    assert out[0] == str(keep == '1')
+    faults[keep] = int(out[1])
+  # 256 MiB is 128 2-MiB huge pages or 65,536 small ones when faulted in afresh.
+  assert faults['1'] < 16 <= 128 <= faults['0'], faults
