@@ -15,7 +15,10 @@ is left as it is), or of the file named by --write_to.
 For each case both frameworks run in the same command, one after the other, on the same
 random inputs (channels-last for JAX; PyTorch twice, in its default channels-first
 memory format and in channels-last, drawn from one seed). The ratios are against the
-faster PyTorch run: the peer at its best.
+faster PyTorch run: the peer at its best. A case runs in rounds (--rounds, default 3):
+every framework once per round, each round starting with the next one; the table has
+each framework's median over the rounds and, in brackets, the range of the ratios
+between runs of the same round, which shows how far the machine's drift moved them.
 Each measurement runs in a process of its own: in one shared process, PyTorch's 3D
 steps after a JAX measurement were several times slower and erratic (likely the
 other framework's thread pools competing for the 2 cores; not isolated, as those runs
@@ -51,9 +54,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+from jaxseg.xla_flags import apply_default_flags, keep_freed_host_memory  # noqa: E402
 
-apply_default_flags()  # before JAX starts its CPU backend, as train.py does
+# As train.py does, before JAX starts its CPU backend. The allocator setting applies to
+# the PyTorch measurements too (every measuring process runs this module): it speeds
+# both frameworks' steps, and the peer is measured at its best.
+keep_freed_host_memory()
+apply_default_flags()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -117,6 +124,26 @@ def make_inputs(config, seed: int = 0):
 
 def channels_first(x: np.ndarray) -> torch.Tensor:
   return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+
+
+def merge_rounds(runs: list[dict]) -> dict:
+  """One framework's rounds as one result: the median of each time over the rounds
+  (the rest, the same in every round, from the last); the rounds' times kept."""
+  merged = dict(runs[-1])
+  for key in ('compile_s', 'train_s', 'infer_s'):
+    merged[key] = statistics.median(r[key] for r in runs)
+    merged[f'rounds_{key}'] = [r[key] for r in runs]
+  return merged
+
+
+def round_range(results: dict, framework: str, key: str) -> str:
+  """' (low-high)': the range over rounds of the JAX variant's ratio to the faster
+  PyTorch run of the same round; '' for a single round."""
+  torch_rounds = zip(*(results[f][f'rounds_{key}']
+                       for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)))
+  ratios = [min(torch) / own for torch, own in zip(torch_rounds,
+                                                   results[framework][f'rounds_{key}'])]
+  return f' ({min(ratios):.2f}-{max(ratios):.2f})' if len(ratios) > 1 else ''
 
 
 def time_steps(run, steps: int) -> tuple[float, float]:
@@ -294,6 +321,9 @@ def main():
   parser.add_argument('--quick', action='store_true', help='2 timed steps instead of 5')
   parser.add_argument('--large', action='store_true', help='also 3D cases at 128^3')
   parser.add_argument('--steps', type=int, default=None, help='timed steps per measurement')
+  parser.add_argument('--rounds', type=int, default=None,
+                      help='measurements per framework and case, interleaved (default 3, '
+                           '--quick 1); the table has their medians')
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                       help='compute dtype: jaxseg model.dtype, PyTorch autocast')
   parser.add_argument('--torch_compile', action='store_true',
@@ -305,10 +335,18 @@ def main():
                       help="the Markdown file whose 'compare_torch' section gets this run's "
                            'table (appended if the file has none)')
   parser.add_argument('--no_write', action='store_true', help='print only')
+  parser.add_argument('--no_variants', action='store_true',
+                      help="jaxseg only as configured, not also with XLA's GroupNorm and "
+                           "with XLA's ops")
   parser.add_argument('--one', nargs=2, metavar=('CASE', 'FRAMEWORK'),
                       help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
   args = parser.parse_args()
   steps = args.steps or (2 if args.quick else 5)
+  rounds = args.rounds or (1 if args.quick else 3)
+  # jaxseg as configured and PyTorch in both formats always; the XLA variants unless
+  # --no_variants (they triple JAX's share of the run's time).
+  frameworks = tuple(f for f in FRAMEWORKS if not (args.no_variants and f in JAX_VARIANTS
+                                                   and f != JAX))
   torch.set_num_threads(os.cpu_count())
   cases = CASES + LARGE_CASES
   if args.one:
@@ -343,7 +381,9 @@ def main():
   emit(f'- Machine: {benchmark_report.machine()}. Python {platform.python_version()}, '
        f'jax {jax.__version__}, torch {torch.__version__}, numpy {np.__version__}; '
        f'torch threads {torch.get_num_threads()}.')
-  emit(f'- Median of {steps} steps after 1 warm-up step; {args.dtype} (PyTorch: '
+  emit(f'- Median of {steps} steps after 1 warm-up step, in each of {rounds} rounds '
+       f'(every framework once per round, in a new process; the table has the median over '
+       f'rounds, and in brackets the range of the per-round ratios); {args.dtype} (PyTorch: '
        f'{"autocast, " if args.dtype != "float32" else ""}'
        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
        f'{os.environ.get("XLA_FLAGS", "")!r}.')
@@ -363,16 +403,21 @@ def main():
   rows = []
   selected = CASES + (LARGE_CASES if args.large else [])  # a prefix of `cases`: same indices
   for index, (label, _, _, shape, batch) in enumerate(selected):
-    results = {}
-    for framework in FRAMEWORKS:
-      command = [sys.executable, os.path.abspath(__file__), '--one', str(index), framework,
-                 f'--steps={steps}', f'--dtype={args.dtype}']
-      command += ['--torch_compile'] if args.torch_compile else []
-      out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
-      results[framework] = r = json.loads(out.strip().splitlines()[-1])
-      print(f'{label} {framework}: {r["params"]:,} parameters, compile/first {r["compile_s"]:.1f} s, '
-            f'train {r["train_s"] * 1000:.0f} ms/step, infer {r["infer_s"] * 1000:.0f} ms',
-            file=sys.stderr, flush=True)
+    runs = {framework: [] for framework in frameworks}
+    for round_ in range(rounds):
+      # Each round starts with the next framework, so that none always runs first
+      # (or right after another's compilation) on a machine whose speed drifts.
+      order = frameworks[round_ % len(frameworks):] + frameworks[:round_ % len(frameworks)]
+      for framework in order:
+        command = [sys.executable, os.path.abspath(__file__), '--one', str(index), framework,
+                   f'--steps={steps}', f'--dtype={args.dtype}']
+        command += ['--torch_compile'] if args.torch_compile else []
+        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
+        runs[framework].append(r := json.loads(out.strip().splitlines()[-1]))
+        print(f'{label} {framework} (round {round_ + 1}/{rounds}): {r["params"]:,} parameters, '
+              f'compile/first {r["compile_s"]:.1f} s, train {r["train_s"] * 1000:.0f} ms/step, '
+              f'infer {r["infer_s"] * 1000:.0f} ms', file=sys.stderr, flush=True)
+    results = {framework: merge_rounds(r) for framework, r in runs.items()}
     jax_params, torch_params = results[JAX]['params'], results[TORCH_CHANNELS_FIRST]['params']
     if abs(jax_params - torch_params) > 0.01 * jax_params:
       raise SystemExit(f'{label}: parameter counts differ by more than 1%: '
@@ -391,8 +436,9 @@ def main():
     for framework, r in results.items():
       if framework in JAX_VARIANTS:
         bold = '**' if framework == JAX else ''
-        ratios = (f'{bold}{best_train / r["train_s"]:.2f}{bold} | '
-                  f'{best_infer / r["infer_s"]:.2f}')
+        ratios = (f'{bold}{best_train / r["train_s"]:.2f}{bold}'
+                  f'{round_range(results, framework, "train_s")} | '
+                  f'{best_infer / r["infer_s"]:.2f}{round_range(results, framework, "infer_s")}')
       else:
         ratios = ' | '
       case = label if framework == JAX else ''
@@ -408,10 +454,11 @@ def main():
   emit()
   # jaxseg's kernels are custom calls, which XLA's cost analysis does not count: the
   # FLOPs are those of the same step with XLA's ops.
-  emit("JAX train-step FLOPs (XLA cost analysis of the step with XLA's ops) and the "
-       'rate each JAX run reached:')
+  if not args.no_variants:
+    emit("JAX train-step FLOPs (XLA cost analysis of the step with XLA's ops) and the "
+         'rate each JAX run reached:')
   for label, _, results in rows:
-    flops = results[JAX_XLA].get('train_flops')
+    flops = results.get(JAX_XLA, {}).get('train_flops')
     if flops:
       rates = {name: flops / results[name]['train_s'] / 1e12 for name in JAX_VARIANTS}
       mfu = (f', MFU {100 * rates[JAX] / args.peak_tflops:.1f}%' if args.peak_tflops else '')

@@ -4,6 +4,7 @@
   python benchmarks/profile_step.py --case=2             # a case of compare_torch.py (0-5)
   python benchmarks/profile_step.py --case=2 --conv3d=native
   python benchmarks/profile_step.py --case=1 --framework=pytorch   # the PyTorch reference
+  python benchmarks/profile_step.py --framework=pytorch --channels_last --dtype=bfloat16
 
 Traces two steps with jax.profiler after a warm-up and splits each instant of the step's
 wall time evenly among the XLA ops running on the CPU threads at that instant, grouped
@@ -71,8 +72,9 @@ def attribute(ops, kinds=None) -> collections.Counter:
   return shares
 
 
-def profile_torch(case: int) -> None:
-  """The PyTorch reference's train step, split by op kind with torch.profiler."""
+def profile_torch(case: int, channels_last: bool, dtype: str) -> None:
+  """The PyTorch reference's train step, split by op kind with torch.profiler; in
+  channels-last memory format and under bfloat16 autocast as compare_torch.py runs it."""
   import torch  # noqa: PLC0415  (only the bench extra has it)
   import torch_models  # noqa: PLC0415
   from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
@@ -81,15 +83,19 @@ def profile_torch(case: int) -> None:
                                              compare_torch.LARGE_CASES)[case]
   config = compare_torch.make_config(name, variant, shape, batch_size,
                                      compare_torch.CASE_FEATURES.get(label))
+  config.model.dtype = dtype
   image, target = compare_torch.make_inputs(config)
   torch.manual_seed(config.train.seed)
   torch.set_num_threads(os.cpu_count())
-  model = compare_torch.torch_model(config, len(shape))
+  memory_format = ({2: torch.channels_last, 3: torch.channels_last_3d}[len(shape)]
+                   if channels_last else torch.contiguous_format)
+  model = compare_torch.torch_model(config, len(shape)).to(memory_format=memory_format)
+  autocast = torch.bfloat16 if dtype == 'bfloat16' else None
   optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
                                 weight_decay=config.train.weight_decay)
-  x = compare_torch.channels_first(image)
-  y = compare_torch.channels_first(target).float()
-  run = lambda: torch_models.train_step(model, optimiser, x, y, config)  # noqa: E731
+  x = compare_torch.channels_first(image).contiguous(memory_format=memory_format)
+  y = compare_torch.channels_first(target).float().contiguous(memory_format=memory_format)
+  run = lambda: torch_models.train_step(model, optimiser, x, y, config, autocast)  # noqa: E731
   _, step_s = compare_torch.time_steps(run, 3)  # warm-up, then the plain step time
   with profile(activities=[ProfilerActivity.CPU]) as trace:
     for _ in range(STEPS):
@@ -100,7 +106,8 @@ def profile_torch(case: int) -> None:
             else event.key)
     shares[kind] += event.self_cpu_time_total
   total = sum(shares.values())
-  print(f'PyTorch reference of the {label}, {batch_size} x 4 x {shape}: {1e3 * step_s:.0f} ms '
+  print(f'PyTorch reference of the {label}, {batch_size} x 4 x {shape}, {dtype}'
+        f'{", channels-last" if channels_last else ""}: {1e3 * step_s:.0f} ms '
         f'per step (plain), {total / STEPS / 1e3:.0f} ms profiled')
   print('| op kind | ms per step | share |')
   print('| --- | ---: | ---: |')
@@ -118,9 +125,13 @@ def main():
   parser.add_argument('--norm_kernel', default='auto', help='auto | xla | cpu')
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--framework', default='jax', choices=('jax', 'pytorch'))
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                      help='model.dtype (PyTorch: bfloat16 autocast)')
+  parser.add_argument('--channels_last', action='store_true',
+                      help='PyTorch in channels-last memory format')
   args = parser.parse_args()
   if args.framework == 'pytorch':
-    return profile_torch(args.case)
+    return profile_torch(args.case, args.channels_last, args.dtype)
   label, name, variant, shape, batch_size = (compare_torch.CASES +
                                              compare_torch.LARGE_CASES)[args.case]
   config = compare_torch.make_config(name, variant, shape, batch_size,
@@ -128,6 +139,7 @@ def main():
   config.model.conv3d = args.conv3d
   config.model.conv_library = args.conv_library
   config.model.norm_kernel = args.norm_kernel
+  config.model.dtype = args.dtype
   image, target = compare_torch.make_inputs(config)
   _, state = compare_torch.jax_setup(config)
   step = make_train_step(config)
