@@ -18,9 +18,10 @@ import sys
 from absl import flags
 
 from jaxseg.xla_flags import (apply_default_flags, enable_compilation_cache,
-                              keep_freed_host_memory)
+                              keep_freed_host_memory, restart_with_huge_pages)
 
-keep_freed_host_memory()  # before JAX starts its threads
+restart_with_huge_pages()  # first: it re-executes this command
+keep_freed_host_memory()  # opt-in; before JAX starts its threads
 apply_default_flags()  # before JAX starts its backend
 enable_compilation_cache()
 

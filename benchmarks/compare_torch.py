@@ -54,11 +54,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jaxseg.xla_flags import apply_default_flags, keep_freed_host_memory  # noqa: E402
+from jaxseg.xla_flags import (apply_default_flags, keep_freed_host_memory,  # noqa: E402
+                              restart_with_huge_pages)
 
-# As train.py does, before JAX starts its CPU backend. The allocator setting applies to
-# the PyTorch measurements too (every measuring process runs this module): it speeds
-# both frameworks' steps, and the peer is measured at its best.
+# As train.py does, before JAX starts its CPU backend. The allocator settings apply to
+# the PyTorch measurements too (every measuring process runs this module, and inherits
+# the restarted parent's environment): they speed both frameworks' steps, and the peer
+# is measured at its best.
+restart_with_huge_pages()
 keep_freed_host_memory()
 apply_default_flags()
 

@@ -1,5 +1,5 @@
 """Settings that jaxseg applies by default: XLA flags, a persistent compilation cache and
-glibc's handling of freed host memory.
+huge pages for glibc's malloc.
 
 `--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT` hands
 dot products and convolutions to a faster CPU library; it made convolution weight
@@ -39,28 +39,78 @@ def apply_default_flags(environ=os.environ) -> str:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: 2 GiB
 
+# glibc >= 2.35 reads this at start-up: malloc then madvises the blocks it maps for
+# transparent huge pages.
+HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
+_THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
-def keep_freed_host_memory(environ=os.environ) -> bool:
-  """Has glibc keep freed memory for reuse instead of handing it back to the kernel.
 
-  XLA:CPU allocates each execution's buffers anew. With glibc's defaults, blocks that
-  large are fresh mmap'd pages, or come from per-thread heaps that are trimmed on free,
-  so every train step touches its temporaries for the first time again: 41,000 page
-  faults and ~0.09 s of kernel time per step of the 2D U-Net benchmark on 2 cores
-  (BENCHMARKS.md). One arena, no mmap for large blocks and a 2 GiB trim threshold let a
-  step reuse the previous step's pages. The price: the process keeps its peak heap
-  until it exits. Linux with glibc only (elsewhere nothing changes);
-  JAXSEG_KEEP_HOST_MEMORY=0 turns it off. Returns whether it applied. Call it before
-  JAX starts its threads (train.py and eval.py do, first thing): heaps that threads
-  already have are kept as they are.
-  """
-  if environ.get('JAXSEG_KEEP_HOST_MEMORY', '1') == '0' or not sys.platform.startswith('linux'):
-    return False
+def _glibc_version() -> tuple[int, int] | None:
+  """glibc's (major, minor), or None where the C library is not glibc."""
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    libc.gnu_get_libc_version  # pylint: disable=pointless-statement  (glibc, not musl)
-  except (OSError, AttributeError):
+    libc.gnu_get_libc_version.restype = ctypes.c_char_p
+    major, minor = libc.gnu_get_libc_version().decode().split('.')[:2]
+    return int(major), int(minor)
+  except (OSError, AttributeError, ValueError):
+    return None
+
+
+def huge_pages_environment(environ, glibc_version, thp_mode: str) -> dict | None:
+  """The environment to restart the process with for huge-page malloc, or None.
+
+  None when it is off (JAXSEG_HUGE_PAGES=0), already decided (GLIBC_TUNABLES names
+  glibc.malloc.hugetlb, by us after the restart or by the user), or of no use: no
+  glibc >= 2.35, or the kernel's transparent huge pages `never` (thp_mode is the text
+  of /sys/kernel/mm/transparent_hugepage/enabled, '' where it is missing).
+  """
+  tunables = environ.get('GLIBC_TUNABLES', '')
+  if (environ.get('JAXSEG_HUGE_PAGES', '1') == '0' or 'glibc.malloc.hugetlb' in tunables
+      or glibc_version is None or glibc_version < (2, 35)
+      or not thp_mode or '[never]' in thp_mode):
+    return None
+  return {**environ, 'GLIBC_TUNABLES': ':'.join(filter(None, (tunables, HUGE_PAGES_TUNABLE)))}
+
+
+def restart_with_huge_pages(environ=os.environ) -> None:
+  """Re-executes this command (same process id, arguments and interpreter options)
+  with glibc's huge-page malloc, where that applies (huge_pages_environment).
+
+  XLA:CPU allocates each execution's buffers anew and glibc maps blocks that large
+  afresh, so every train step faults its temporaries in again and the kernel zeroes
+  them: 4 KiB at a time, 41,000 faults per step of the 2D U-Net benchmark and 1.7
+  million (8 s of a 17 s step) for the 3D LSTM-U-Net at 128^3 (BENCHMARKS.md). With
+  2 MiB pages the faults fall 500-fold and the peak memory stays the same. The
+  setting is read only when a process starts, hence the restart; call this first
+  thing, before anything is printed or started. JAXSEG_HUGE_PAGES=0 turns it off.
+  """
+  try:
+    with open(_THP_MODE_FILE, encoding='ascii') as f:
+      thp_mode = f.read()
+  except OSError:
+    thp_mode = ''
+  new_environ = huge_pages_environment(environ, _glibc_version(), thp_mode)
+  if new_environ is not None and sys.executable:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, new_environ)
+
+
+def keep_freed_host_memory(environ=os.environ) -> bool:
+  """Opt-in (JAXSEG_KEEP_HOST_MEMORY=1): has glibc keep freed memory for reuse instead
+  of handing it back to the kernel.
+
+  One arena, no mmap for large blocks and a 2 GiB trim threshold let a step reuse the
+  previous step's pages: no page faults at all, faster than huge pages alone where the
+  step's temporaries are under 2 GiB (3D LSTM-U-Net at 64^3: 1.45 against 1.86 s per
+  step), but the heap fragments and is never returned: peak memory 1.1-2.1x, and at
+  128^3 (temporaries over the trim threshold) 1.8x with no gain (BENCHMARKS.md). Linux
+  with glibc only. Returns whether it applied. Call it before JAX starts its threads
+  (train.py and eval.py do, first thing): heaps that threads already have are kept.
+  """
+  if environ.get('JAXSEG_KEEP_HOST_MEMORY', '0') != '1' or _glibc_version() is None:
     return False
+  libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
   # mallopt returns 1 on success; all three or the effect is partial but harmless.
   return all(libc.mallopt(param, value) == 1 for param, value in (
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))

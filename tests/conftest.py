@@ -5,9 +5,7 @@ import os
 import jax
 import pytest
 
-from jaxseg.xla_flags import apply_default_flags, keep_freed_host_memory
-
-keep_freed_host_memory()  # as train.py runs
+from jaxseg.xla_flags import apply_default_flags
 apply_default_flags()  # test the numerics that train.py runs with
 # Keys made in tests use the PRNG that jaxseg initialises parameters with: threefry
 # samplers take seconds each to compile on XLA:CPU (see jaxseg/train_state.py).

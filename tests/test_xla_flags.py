@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.xla_flags import DEFAULT_FLAGS, apply_default_flags, enable_compilation_cache
+from jaxseg.xla_flags import (DEFAULT_FLAGS, apply_default_flags, enable_compilation_cache,
+                              huge_pages_environment)
 
 
 def test_defaults_are_added_but_never_override_the_user():
@@ -81,28 +82,85 @@ def test_compilation_cache_can_be_turned_off_and_survives_an_unwritable_director
 
 
 _REALLOCATE = '''
-import resource, sys
-import numpy as np
-from jaxseg.xla_flags import keep_freed_host_memory
-applied = keep_freed_host_memory()
+import ctypes, os, resource, sys
+from jaxseg.xla_flags import keep_freed_host_memory, restart_with_huge_pages
+restart_with_huge_pages()
+kept = keep_freed_host_memory()
+# Plain malloc, as XLA:CPU allocates (numpy madvises its large arrays itself).
+libc = ctypes.CDLL('libc.so.6')
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 size = 256 * 2**20  # as large as a train step's temporaries
-np.ones(size, np.uint8)  # allocated, touched, freed
+def touch_and_free():
+  block = libc.malloc(size)
+  ctypes.memset(block, 1, size)
+  libc.free(block)
+touch_and_free()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-np.ones(size, np.uint8)
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+touch_and_free()
+print(os.environ.get('GLIBC_TUNABLES', '-'), kept,
+      resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 '''
 
 
+def _faults_of_a_fresh_block(**settings) -> tuple[str, bool, int]:
+  """(GLIBC_TUNABLES, kept, page faults of a second 256 MiB block) in a new process."""
+  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  out = subprocess.run([sys.executable, '-c', _REALLOCATE], check=True, text=True,
+                       stdout=subprocess.PIPE, env={**env, **settings}).stdout.split()
+  return out[0], out[1] == 'True', int(out[2])
+
+
+def _thp_mode() -> str:
+  try:
+    with open('/sys/kernel/mm/transparent_hugepage/enabled', encoding='ascii') as f:
+      return f.read()
+  except OSError:
+    return ''
+
+
+def test_huge_pages_environment_decides_once_and_keeps_other_tunables():
+  madvise = 'always [madvise] never'
+  env = huge_pages_environment({'PATH': '/bin'}, (2, 36), madvise)
+  assert env == {'PATH': '/bin', 'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}
+  env = huge_pages_environment({'GLIBC_TUNABLES': 'glibc.pthread.rseq=0'}, (2, 39), madvise)
+  assert env['GLIBC_TUNABLES'] == 'glibc.pthread.rseq=0:glibc.malloc.hugetlb=1'
+  # After the restart (or the user's own choice, even 0): no second restart.
+  assert huge_pages_environment(env, (2, 39), madvise) is None
+  assert huge_pages_environment({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, (2, 39),
+                                madvise) is None
+  assert huge_pages_environment({'JAXSEG_HUGE_PAGES': '0'}, (2, 36), madvise) is None
+  # Of no use: glibc before 2.35 ignores the tunable; musl; no huge pages in the kernel.
+  assert huge_pages_environment({}, (2, 34), madvise) is None
+  assert huge_pages_environment({}, None, madvise) is None
+  assert huge_pages_environment({}, (2, 36), 'always madvise [never]') is None
+  assert huge_pages_environment({}, (2, 36), '') is None
+  assert huge_pages_environment({}, (2, 36), '[always] madvise never') is not None
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux') or '[never]' in _thp_mode()
+                    or not _thp_mode(), reason='Linux with transparent huge pages')
+def test_restart_with_huge_pages_faults_large_blocks_in_2_mib_at_a_time():
+  """train.py's first call re-executes the command with glibc's huge-page malloc; a
+  fresh 256 MiB block then faults in as 2 MiB pages, and JAXSEG_HUGE_PAGES=0 keeps
+  glibc's 4 KiB pages. (Skipped where glibc is older than 2.35: nothing to restart.)"""
+  tunables, _, faults = _faults_of_a_fresh_block()
+  if tunables == '-':
+    pytest.skip('glibc without the hugetlb tunable')
+  assert 'glibc.malloc.hugetlb=1' in tunables
+  off_tunables, _, faults_off = _faults_of_a_fresh_block(JAXSEG_HUGE_PAGES='0')
+  assert off_tunables == '-'
+  # 256 MiB is 128 2-MiB pages or 65,536 small ones; the kernel may fall back to small
+  # pages at the block's unaligned ends and where it has no free huge page.
+  assert faults < 8192 and faults_off >= 65536 // 2, (faults, faults_off)
+
+
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc only')
-def test_freed_host_memory_is_reused_without_page_faults():
-  """With keep_freed_host_memory, a second block as large as the first reuses its
-  pages; with JAXSEG_KEEP_HOST_MEMORY=0, glibc maps fresh ones (faulted in again)."""
-  faults = {}
-  for keep in ('1', '0'):
-    out = subprocess.run([sys.executable, '-c', _REALLOCATE], check=True, text=True,
-                         stdout=subprocess.PIPE,
-                         env={**os.environ, 'JAXSEG_KEEP_HOST_MEMORY': keep}).stdout.split()
-    assert out[0] == str(keep == '1')
-    faults[keep] = int(out[1])
-  # 256 MiB is 128 2-MiB huge pages or 65,536 small ones when faulted in afresh.
-  assert faults['1'] < 16 <= 128 <= faults['0'], faults
+def test_kept_host_memory_is_opt_in_and_reuses_freed_pages():
+  """JAXSEG_KEEP_HOST_MEMORY=1: a second block as large as the first reuses its pages;
+  by default glibc maps fresh ones (faulted in again)."""
+  _, kept, faults_kept = _faults_of_a_fresh_block(JAXSEG_KEEP_HOST_MEMORY='1',
+                                                  JAXSEG_HUGE_PAGES='0')
+  _, default, faults_default = _faults_of_a_fresh_block(JAXSEG_HUGE_PAGES='0')
+  assert kept and not default
+  assert faults_kept < 16 <= 65536 // 2 <= faults_default, (faults_kept, faults_default)
