@@ -224,12 +224,14 @@ def torch_model(config, ndim: int) -> torch.nn.Module:
                                lstm_at=tuple(model.lstm_at), **common)
 
 
-def measure_torch(config, image, target, steps: int, compile_model: bool = False,
-                  channels_last: bool = False) -> dict:
+def make_torch_steps(config, image, target, compile_model: bool = False,
+                     channels_last: bool = False):
   """The same step in PyTorch: forward, loss, backward, clipping, AdamW; eager, or the
   model through torch.compile. config.model.dtype bfloat16 runs it under autocast.
   `channels_last`: model and inputs in PyTorch's channels-last memory format (the
-  faster one for oneDNN convolutions on a CPU); the tensors' shapes do not change."""
+  faster one for oneDNN convolutions on a CPU); the tensors' shapes do not change.
+  Returns (model, train, infer, device): train and infer run one step each and wait
+  for it."""
   torch.manual_seed(config.train.seed)
   # The same kind of device as JAX's: a GPU when there is one (JAX takes it by default).
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -250,13 +252,21 @@ def measure_torch(config, image, target, steps: int, compile_model: bool = False
   def train():
     torch_models.train_step(model, optimiser, x, y, config, autocast)
     wait()
-  first_s, train_s = time_steps(train, steps)
 
   def infer():
     with torch.inference_mode(), torch.autocast(device.type, dtype=autocast,
                                                 enabled=autocast is not None):
       model(x)[-1]
     wait()
+  return model, train, infer, device
+
+
+def measure_torch(config, image, target, steps: int, compile_model: bool = False,
+                  channels_last: bool = False) -> dict:
+  """make_torch_steps' train and inference steps, timed."""
+  model, train, infer, device = make_torch_steps(config, image, target, compile_model,
+                                                 channels_last)
+  first_s, train_s = time_steps(train, steps)
   _, infer_s = time_steps(infer, steps)
   return {'params': torch_models.num_params(model), 'compile_s': first_s, 'train_s': train_s,
           'infer_s': infer_s, 'device': (torch.cuda.get_device_name() if device.type == 'cuda'
@@ -389,7 +399,9 @@ def main():
        f'rounds, and in brackets the range of the per-round ratios); {args.dtype} (PyTorch: '
        f'{"autocast, " if args.dtype != "float32" else ""}'
        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
-       f'{os.environ.get("XLA_FLAGS", "")!r}.')
+       f'{os.environ.get("XLA_FLAGS", "")!r}; host memory (both frameworks): GLIBC_TUNABLES='
+       f'{os.environ.get("GLIBC_TUNABLES", "")!r}, JAXSEG_KEEP_HOST_MEMORY='
+       f'{os.environ.get("JAXSEG_KEEP_HOST_MEMORY", "0")}.')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).

@@ -12,10 +12,9 @@ eager in its channels-last-3d memory format (its faster one here). Also checks t
 every form's values equal XLA's native ones.
 """
 
+import functools
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,22 +27,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg.models import onednn  # noqa: E402
+import report  # noqa: E402  (benchmarks/)
 from jaxseg.models.layers import _conv, depth_folded_conv  # noqa: E402
+
+median_ms = functools.partial(report.median_ms, repeats=5, warmups=1)
 
 # Encoder, bottleneck and decoder convs of the U-Net with features (8, 16, 32, 64) on
 # 2 x 64^3 patches (configs/unet.py:3d at the benchmark's 64^3).
 SHAPES = [(64, 4, 8), (64, 8, 8), (32, 8, 16), (32, 16, 16), (16, 16, 32), (16, 32, 32),
           (8, 32, 64), (8, 64, 64), (16, 64, 32), (32, 32, 16), (64, 16, 8)]
-
-
-def median_ms(run, repeats: int = 5) -> float:
-  run()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
 
 
 def time_jax(conv, x, kernel, cotangent) -> tuple[float, float]:

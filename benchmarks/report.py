@@ -8,7 +8,9 @@ guessing where the figures end and someone's prose begins).
 
 import os
 import platform
+import statistics
 import tempfile
+import time
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -75,3 +77,15 @@ def machine() -> str:
   except (ValueError, OSError, AttributeError):
     memory = ''
   return f'{model}, {os.cpu_count()} cores{memory}'
+
+
+def median_ms(run, repeats: int, warmups: int = 1) -> float:
+  """Median wall time of `run()` in milliseconds, after `warmups` untimed calls."""
+  for _ in range(warmups):
+    run()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return 1000 * statistics.median(times)
