@@ -57,10 +57,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from jaxseg.xla_flags import (apply_default_flags, keep_freed_host_memory,  # noqa: E402
                               restart_with_huge_pages)
 
-# As train.py does, before JAX starts its CPU backend. The allocator settings apply to
-# the PyTorch measurements too (every measuring process runs this module, and inherits
-# the restarted parent's environment): they speed both frameworks' steps, and the peer
-# is measured at its best.
+# As train.py does, before JAX starts its CPU backend; a measuring process gets its
+# allocator setting from the environment it is started with (host_memory_environment).
 restart_with_huge_pages()
 keep_freed_host_memory()
 apply_default_flags()
@@ -104,6 +102,21 @@ JAX, JAX_XLA_NORM, JAX_XLA = 'JAX', 'JAX, XLA GroupNorm', 'JAX, XLA convolutions
 JAX_VARIANTS = {JAX: {}, JAX_XLA_NORM: {'norm_kernel': 'xla'},
                 JAX_XLA: {'conv_library': 'xla', 'norm_kernel': 'xla'}}
 FRAMEWORKS = (*JAX_VARIANTS, TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)
+
+
+# glibc's handling of host memory, per measuring process. jaxseg runs with its default
+# (huge-page malloc). PyTorch runs at its best, which is the opt-in kept memory: its
+# BraTS-like step took 0.78x its time with glibc's defaults, and 1.10x with huge pages
+# (benchmarks/host_memory.py --framework=pytorch, BENCHMARKS.md).
+TORCH_HOST_MEMORY = {'JAXSEG_HUGE_PAGES': '0', 'JAXSEG_KEEP_HOST_MEMORY': '1'}
+
+
+def host_memory_environment(framework: str) -> dict:
+  """The environment of the process that measures `framework`."""
+  if framework in JAX_VARIANTS:
+    return dict(os.environ)
+  environ = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  return {**environ, **TORCH_HOST_MEMORY}
 
 
 def make_config(name: str, variant: str, shape, batch: int, features=None):
@@ -399,9 +412,9 @@ def main():
        f'rounds, and in brackets the range of the per-round ratios); {args.dtype} (PyTorch: '
        f'{"autocast, " if args.dtype != "float32" else ""}'
        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
-       f'{os.environ.get("XLA_FLAGS", "")!r}; host memory (both frameworks): GLIBC_TUNABLES='
-       f'{os.environ.get("GLIBC_TUNABLES", "")!r}, JAXSEG_KEEP_HOST_MEMORY='
-       f'{os.environ.get("JAXSEG_KEEP_HOST_MEMORY", "0")}.')
+       f'{os.environ.get("XLA_FLAGS", "")!r}; host memory: JAX GLIBC_TUNABLES='
+       f'{os.environ.get("GLIBC_TUNABLES", "")!r} (jaxseg\'s default), PyTorch '
+       f'{" ".join(f"{k}={v}" for k, v in TORCH_HOST_MEMORY.items())} (its fastest).')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).
@@ -427,7 +440,8 @@ def main():
         command = [sys.executable, os.path.abspath(__file__), '--one', str(index), framework,
                    f'--steps={steps}', f'--dtype={args.dtype}']
         command += ['--torch_compile'] if args.torch_compile else []
-        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
+        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True,
+                             env=host_memory_environment(framework)).stdout
         runs[framework].append(r := json.loads(out.strip().splitlines()[-1]))
         print(f'{label} {framework} (round {round_ + 1}/{rounds}): {r["params"]:,} parameters, '
               f'compile/first {r["compile_s"]:.1f} s, train {r["train_s"] * 1000:.0f} ms/step, '
