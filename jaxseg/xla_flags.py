@@ -78,9 +78,10 @@ def restart_with_huge_pages(environ=os.environ) -> None:
 
   XLA:CPU allocates each execution's buffers anew and glibc maps blocks that large
   afresh, so every train step faults its temporaries in again and the kernel zeroes
-  them: 4 KiB at a time, 41,000 faults per step of the 2D U-Net benchmark and 1.7
-  million (8 s of a 17 s step) for the 3D LSTM-U-Net at 128^3 (BENCHMARKS.md). With
-  2 MiB pages the faults fall 500-fold and the peak memory stays the same. The
+  them 4 KiB at a time: 131,000-213,000 faults per step of the 2D and 64^3 benchmark
+  cases, 1.7 million for the 3D LSTM-U-Net at 128^3 (BENCHMARKS.md). With 2 MiB pages
+  the faults fall 200-500-fold, the steps take 10-13% less time and the peak memory
+  stays the same. The
   setting is read only when a process starts, hence the restart; call this first
   thing, before anything is printed or started. JAXSEG_HUGE_PAGES=0 turns it off.
   """
@@ -101,10 +102,10 @@ def keep_freed_host_memory(environ=os.environ) -> bool:
   of handing it back to the kernel.
 
   One arena, no mmap for large blocks and a 2 GiB trim threshold let a step reuse the
-  previous step's pages: no page faults at all, faster than huge pages alone where the
-  step's temporaries are under 2 GiB (3D LSTM-U-Net at 64^3: 1.45 against 1.86 s per
-  step), but the heap fragments and is never returned: peak memory 1.1-2.1x, and at
-  128^3 (temporaries over the trim threshold) 1.8x with no gain (BENCHMARKS.md). Linux
+  previous step's pages: 0-5% faster than huge pages where the step's temporaries are
+  under 2 GiB, but the heap fragments and is never returned: peak memory 1.3-1.8x, and
+  at 128^3 (temporaries over the trim threshold, trimmed every step) 1.8x and slower
+  than glibc's defaults (BENCHMARKS.md). Linux
   with glibc only. Returns whether it applied. Call it before JAX starts its threads
   (train.py and eval.py do, first thing): heaps that threads already have are kept.
   """
