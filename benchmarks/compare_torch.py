@@ -54,8 +54,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jaxseg.xla_flags import (apply_default_flags, keep_freed_host_memory,  # noqa: E402
-                              restart_with_huge_pages)
+from jaxseg.xla_flags import (allocator_environment, apply_default_flags,  # noqa: E402
+                              keep_freed_host_memory, restart_with_huge_pages)
 
 # As train.py does, before JAX starts its CPU backend; a measuring process gets its
 # allocator setting from the environment it is started with (host_memory_environment).
@@ -108,15 +108,14 @@ FRAMEWORKS = (*JAX_VARIANTS, TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST)
 # (huge-page malloc). PyTorch runs at its best, which is the opt-in kept memory: its
 # BraTS-like step took 0.78x its time with glibc's defaults, and 1.10x with huge pages
 # (benchmarks/host_memory.py --framework=pytorch, BENCHMARKS.md).
-TORCH_HOST_MEMORY = {'JAXSEG_HUGE_PAGES': '0', 'JAXSEG_KEEP_HOST_MEMORY': '1'}
+TORCH_HOST_MEMORY = {'huge_pages': False, 'keep_memory': True}
 
 
 def host_memory_environment(framework: str) -> dict:
   """The environment of the process that measures `framework`."""
   if framework in JAX_VARIANTS:
     return dict(os.environ)
-  environ = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
-  return {**environ, **TORCH_HOST_MEMORY}
+  return allocator_environment(os.environ, **TORCH_HOST_MEMORY)
 
 
 def make_config(name: str, variant: str, shape, batch: int, features=None):
@@ -414,7 +413,7 @@ def main():
        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
        f'{os.environ.get("XLA_FLAGS", "")!r}; host memory: JAX GLIBC_TUNABLES='
        f'{os.environ.get("GLIBC_TUNABLES", "")!r} (jaxseg\'s default), PyTorch '
-       f'{" ".join(f"{k}={v}" for k, v in TORCH_HOST_MEMORY.items())} (its fastest).')
+       f'JAXSEG_HUGE_PAGES=0 JAXSEG_KEEP_HOST_MEMORY=1 (its fastest).')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).

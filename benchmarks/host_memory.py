@@ -24,10 +24,14 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.xla_flags import allocator_environment  # noqa: E402  (imports nothing heavy)
+
 SETTINGS = {
-    'glibc defaults': {'JAXSEG_HUGE_PAGES': '0', 'JAXSEG_KEEP_HOST_MEMORY': '0'},
-    'huge pages (default)': {'JAXSEG_HUGE_PAGES': '1', 'JAXSEG_KEEP_HOST_MEMORY': '0'},
-    'kept memory': {'JAXSEG_HUGE_PAGES': '0', 'JAXSEG_KEEP_HOST_MEMORY': '1'},
+    'glibc defaults': {'huge_pages': False, 'keep_memory': False},
+    'huge pages (default)': {'huge_pages': True, 'keep_memory': False},
+    'kept memory': {'huge_pages': False, 'keep_memory': True},
 }
 
 
@@ -99,9 +103,8 @@ def main():
         command = [sys.executable, os.path.abspath(__file__), f'--one={case}',
                    f'--framework={args.framework}', f'--warmup={args.warmup}',
                    f'--steps={args.steps}']
-        env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True,
-                             env={**env, **SETTINGS[name]}).stdout
+                             env=allocator_environment(os.environ, **SETTINGS[name])).stdout
         runs[name].append(json.loads(out.strip().splitlines()[-1]))
     baseline = statistics.median(r['step_s'] for r in runs['glibc defaults'])
     for name, results in runs.items():

@@ -81,9 +81,9 @@ def restart_with_huge_pages(environ=os.environ) -> None:
   them 4 KiB at a time: 131,000-213,000 faults per step of the 2D and 64^3 benchmark
   cases, 1.7 million for the 3D LSTM-U-Net at 128^3 (BENCHMARKS.md). With 2 MiB pages
   the faults fall 200-500-fold, the steps take 10-13% less time and the peak memory
-  stays the same. The
-  setting is read only when a process starts, hence the restart; call this first
-  thing, before anything is printed or started. JAXSEG_HUGE_PAGES=0 turns it off.
+  stays the same. The setting is read only when a process starts, hence the restart;
+  call this first thing, before anything is printed or started. JAXSEG_HUGE_PAGES=0
+  turns it off.
   """
   try:
     with open(_THP_MODE_FILE, encoding='ascii') as f:
@@ -97,6 +97,19 @@ def restart_with_huge_pages(environ=os.environ) -> None:
     os.execve(sys.executable, sys.orig_argv, new_environ)
 
 
+def allocator_environment(environ, *, huge_pages: bool, keep_memory: bool) -> dict:
+  """`environ` for a new jaxseg process with the given host-memory settings: the two
+  switches set, and this process's huge-page tunable dropped from GLIBC_TUNABLES (so
+  that the child decides anew; other tunables stay)."""
+  tunables = [t for t in environ.get('GLIBC_TUNABLES', '').split(':')
+              if t and not t.startswith('glibc.malloc.hugetlb')]
+  child = {k: v for k, v in environ.items() if k != 'GLIBC_TUNABLES'}
+  if tunables:
+    child['GLIBC_TUNABLES'] = ':'.join(tunables)
+  return {**child, 'JAXSEG_HUGE_PAGES': str(int(huge_pages)),
+          'JAXSEG_KEEP_HOST_MEMORY': str(int(keep_memory))}
+
+
 def keep_freed_host_memory(environ=os.environ) -> bool:
   """Opt-in (JAXSEG_KEEP_HOST_MEMORY=1): has glibc keep freed memory for reuse instead
   of handing it back to the kernel.
@@ -105,9 +118,9 @@ def keep_freed_host_memory(environ=os.environ) -> bool:
   previous step's pages: 0-5% faster than huge pages where the step's temporaries are
   under 2 GiB, but the heap fragments and is never returned: peak memory 1.3-1.8x, and
   at 128^3 (temporaries over the trim threshold, trimmed every step) 1.8x and slower
-  than glibc's defaults (BENCHMARKS.md). Linux
-  with glibc only. Returns whether it applied. Call it before JAX starts its threads
-  (train.py and eval.py do, first thing): heaps that threads already have are kept.
+  than glibc's defaults (BENCHMARKS.md). Linux with glibc only. Returns whether it
+  applied. Call it before JAX starts its threads (train.py and eval.py do, first
+  thing): heaps that threads already have are kept.
   """
   if environ.get('JAXSEG_KEEP_HOST_MEMORY', '0') != '1' or _glibc_version() is None:
     return False

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.xla_flags import (DEFAULT_FLAGS, apply_default_flags, enable_compilation_cache,
-                              huge_pages_environment)
+from jaxseg.xla_flags import (DEFAULT_FLAGS, allocator_environment, apply_default_flags,
+                              enable_compilation_cache, huge_pages_environment)
 
 
 def test_defaults_are_added_but_never_override_the_user():
@@ -103,11 +103,11 @@ print(os.environ.get('GLIBC_TUNABLES', '-'), kept,
 '''
 
 
-def _faults_of_a_fresh_block(**settings) -> tuple[str, bool, int]:
+def _faults_of_a_fresh_block(huge_pages=True, keep_memory=False) -> tuple[str, bool, int]:
   """(GLIBC_TUNABLES, kept, page faults of a second 256 MiB block) in a new process."""
-  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  env = allocator_environment(os.environ, huge_pages=huge_pages, keep_memory=keep_memory)
   out = subprocess.run([sys.executable, '-c', _REALLOCATE], check=True, text=True,
-                       stdout=subprocess.PIPE, env={**env, **settings}).stdout.split()
+                       stdout=subprocess.PIPE, env=env).stdout.split()
   return out[0], out[1] == 'True', int(out[2])
 
 
@@ -138,6 +138,18 @@ def test_huge_pages_environment_decides_once_and_keeps_other_tunables():
   assert huge_pages_environment({}, (2, 36), '[always] madvise never') is not None
 
 
+def test_allocator_environment_lets_the_child_decide_and_keeps_other_tunables():
+  parent = {'PATH': '/bin', 'GLIBC_TUNABLES': 'glibc.pthread.rseq=0:glibc.malloc.hugetlb=1'}
+  child = allocator_environment(parent, huge_pages=False, keep_memory=True)
+  assert child == {'PATH': '/bin', 'GLIBC_TUNABLES': 'glibc.pthread.rseq=0',
+                   'JAXSEG_HUGE_PAGES': '0', 'JAXSEG_KEEP_HOST_MEMORY': '1'}
+  child = allocator_environment({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'},
+                                huge_pages=True, keep_memory=False)
+  assert child == {'JAXSEG_HUGE_PAGES': '1', 'JAXSEG_KEEP_HOST_MEMORY': '0'}
+  # The child restarts itself with huge pages: the tunable is not inherited as decided.
+  assert huge_pages_environment(child, (2, 36), 'always [madvise] never') is not None
+
+
 @pytest.mark.skipif(not sys.platform.startswith('linux') or '[never]' in _thp_mode()
                     or not _thp_mode(), reason='Linux with transparent huge pages')
 def test_restart_with_huge_pages_faults_large_blocks_in_2_mib_at_a_time():
@@ -148,7 +160,7 @@ def test_restart_with_huge_pages_faults_large_blocks_in_2_mib_at_a_time():
   if tunables == '-':
     pytest.skip('glibc without the hugetlb tunable')
   assert 'glibc.malloc.hugetlb=1' in tunables
-  off_tunables, _, faults_off = _faults_of_a_fresh_block(JAXSEG_HUGE_PAGES='0')
+  off_tunables, _, faults_off = _faults_of_a_fresh_block(huge_pages=False)
   assert off_tunables == '-'
   # 256 MiB is 128 2-MiB pages or 65,536 small ones; the kernel may fall back to small
   # pages at the block's unaligned ends and where it has no free huge page.
@@ -159,8 +171,7 @@ def test_restart_with_huge_pages_faults_large_blocks_in_2_mib_at_a_time():
 def test_kept_host_memory_is_opt_in_and_reuses_freed_pages():
   """JAXSEG_KEEP_HOST_MEMORY=1: a second block as large as the first reuses its pages;
   by default glibc maps fresh ones (faulted in again)."""
-  _, kept, faults_kept = _faults_of_a_fresh_block(JAXSEG_KEEP_HOST_MEMORY='1',
-                                                  JAXSEG_HUGE_PAGES='0')
-  _, default, faults_default = _faults_of_a_fresh_block(JAXSEG_HUGE_PAGES='0')
+  _, kept, faults_kept = _faults_of_a_fresh_block(huge_pages=False, keep_memory=True)
+  _, default, faults_default = _faults_of_a_fresh_block(huge_pages=False)
   assert kept and not default
   assert faults_kept < 16 <= 65536 // 2 <= faults_default, (faults_kept, faults_default)
