@@ -92,6 +92,7 @@ setup(
                   extra_link_args=[f'-l:{ONEDNN_LIBRARY}'], optional=True),
         # -O3: the row loops must be vectorised (group_norm.cc); OpenMP threads them.
         Extension('jaxseg._group_norm', ['jaxseg/kernels/group_norm.cc'], language='c++',
+                  depends=['jaxseg/kernels/group_norm_passes.inc'],
                   extra_compile_args=['-std=c++17', '-O3', '-fopenmp'],
                   extra_link_args=['-fopenmp'], optional=True),
     ],

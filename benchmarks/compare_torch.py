@@ -72,6 +72,7 @@ import report as benchmark_report  # noqa: E402
 import torch_models  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
+from jaxseg.models import fused_norm  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
 
@@ -189,7 +190,10 @@ def kernels(model) -> str:
   """What computes the model's convolutions and norms ('auto' resolved)."""
   names = {'onednn': 'oneDNN', 'xla': 'XLA', 'cpu': 'fused'}
   s = model.settings
-  return f'{names[s.conv_library]} convolutions, {names[s.norm_kernel]} GroupNorm'
+  norm = f'{names[s.norm_kernel]} GroupNorm'
+  if s.norm_kernel == 'cpu':
+    norm += f' ({fused_norm.supported_isa()})'
+  return f'{names[s.conv_library]} convolutions, {norm}'
 
 
 def measure_jax(config, image, target, steps: int) -> dict:

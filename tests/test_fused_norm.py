@@ -50,15 +50,7 @@ def _reference(x, scale, bias, groups, activation):
   return y if activation == 'none' else layers.get_activation(activation)(y)
 
 
-@needs_kernel
-@pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)])
-@pytest.mark.parametrize('activation', ['none', 'relu', 'leaky_relu'])
-@pytest.mark.parametrize('shape, groups', [
-    ((2, 9, 7, 12), 4),      # 2D, odd sizes, 3 channels per group
-    ((1, 5, 6, 7, 6), 6),    # 3D, instance norm
-    ((3, 300, 5), 1),        # layer norm; 300 rows: a full block of 256 and a part
-])
-def test_values_and_gradients_equal_flax(shape, groups, activation, dtype, tolerance):
+def _check_against_flax(shape, groups, activation, dtype, tolerance, isa='auto'):
   keys = jax.random.split(jax.random.key(0), 4)
   # A mean far from 0 and unequal scales: a variance formula that cancels badly, or
   # statistics mixed up between groups or samples, shows.
@@ -70,7 +62,8 @@ def test_values_and_gradients_equal_flax(shape, groups, activation, dtype, toler
   def value_and_grads(function, x, cotangent):
     y, vjp = jax.vjp(lambda *a: function(*a, groups, activation), x, scale, bias)
     return (y, *vjp(cotangent))
-  ours = jax.jit(lambda: value_and_grads(fused_norm.group_norm, x, cotangent))()
+  ours = jax.jit(lambda: value_and_grads(
+      lambda *a: fused_norm.group_norm(*a, isa=isa), x, cotangent))()
   # The reference in float32: bfloat16 results must be as close to it as flax's are.
   reference = jax.jit(lambda: value_and_grads(_reference, x.astype(jnp.float32),
                                               cotangent.astype(jnp.float32)))()
@@ -79,6 +72,49 @@ def test_values_and_gradients_equal_flax(shape, groups, activation, dtype, toler
     assert _relative_error(got, want) < tolerance, name
   assert ours[0].dtype == ours[1].dtype == dtype
   assert ours[2].dtype == ours[3].dtype == jnp.float32
+
+
+@needs_kernel
+@pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize('activation', ['none', 'relu', 'leaky_relu'])
+@pytest.mark.parametrize('shape, groups', [
+    ((2, 9, 7, 12), 4),      # 2D, odd sizes, 3 channels per group
+    ((1, 5, 6, 7, 6), 6),    # 3D, instance norm
+    ((3, 300, 5), 1),        # layer norm; 300 rows: a full block of 256 and a part
+])
+def test_values_and_gradients_equal_flax(shape, groups, activation, dtype, tolerance):
+  _check_against_flax(shape, groups, activation, dtype, tolerance)
+
+
+def _cpu_flags() -> set[str]:
+  try:
+    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
+      return {flag for line in cpuinfo if line.startswith('flags')
+              for flag in line.split(':', 1)[1].split()}
+  except OSError:
+    return set()
+
+
+@needs_kernel
+def test_the_kernel_runs_at_the_best_x86_64_level_the_cpu_has():
+  flags = _cpu_flags()
+  if platform.machine() != 'x86_64' or not flags:
+    pytest.skip('not x86-64 Linux')
+  if {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'} <= flags:
+    expected = 'x86-64-v4'
+  elif {'avx2', 'fma'} <= flags:
+    expected = 'x86-64-v3'
+  else:
+    expected = 'x86-64'
+  assert fused_norm.supported_isa() == expected
+
+
+@needs_kernel
+@pytest.mark.parametrize('dtype, tolerance', [(jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize('isa', ['x86-64', 'x86-64-v3', 'x86-64-v4'])
+def test_every_x86_64_level_computes_the_same(isa, dtype, tolerance):
+  """Each level's build of the loops (a level this CPU lacks runs as the best it has)."""
+  _check_against_flax((2, 300, 3, 24), 8, 'leaky_relu', dtype, tolerance, isa)
 
 
 @needs_kernel

@@ -38,81 +38,6 @@ enum Activation : int64_t { kNone = 0, kRelu = 1, kLeakyRelu = 2 };
 // enough partial sums to keep them in cache.
 constexpr int64_t kRowsPerBlock = 256;
 
-inline float ToFloat(float v) { return v; }
-inline float ToFloat(uint16_t v) {  // bfloat16 bits -> float32
-  uint32_t bits = uint32_t(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline void Store(float* p, float v) { *p = v; }
-inline void Store(uint16_t* p, float v) {  // float32 -> bfloat16, round to nearest even
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-  *p = uint16_t(nan ? ((bits >> 16) | 0x40u) : rounded);
-}
-
-// The activation is a template argument so that the inner loops have no branch
-// (a select each), which keeps them vectorised for any instruction set.
-template <int64_t A>
-inline float Activate(float z, float slope) {
-  if (A == kRelu) return z > 0.f ? z : 0.f;
-  if (A == kLeakyRelu) return z > 0.f ? z : slope * z;
-  return z;
-}
-// The gradient before the activation, given the one after it (dy) and the input z.
-template <int64_t A>
-inline float ActivationBackward(float z, float dy, float slope) {
-  if (A == kRelu) return z > 0.f ? dy : 0.f;
-  if (A == kLeakyRelu) return z > 0.f ? dy : slope * dy;
-  return dy;
-}
-
-// One row (one voxel's C channels) of each pass. __restrict: without it the compiler
-// guards every loop with runtime overlap checks whose cost makes it keep the scalar
-// loop for the narrow rows of a U-Net's first levels (8-32 channels), 5x slower.
-template <typename T>
-inline void SumRow(const T* __restrict x, int64_t c, float* __restrict sum,
-                   float* __restrict sum_sq) {
-  for (int64_t ch = 0; ch < c; ++ch) {
-    float v = ToFloat(x[ch]);
-    sum[ch] += v;
-    sum_sq[ch] += v * v;
-  }
-}
-
-template <typename T, int64_t A>
-inline void NormaliseRow(const T* __restrict x, const float* __restrict a,
-                         const float* __restrict b, float slope, int64_t c, T* __restrict y) {
-  for (int64_t ch = 0; ch < c; ++ch) Store(y + ch, Activate<A>(ToFloat(x[ch]) * a[ch] + b[ch], slope));
-}
-
-template <typename T, int64_t A>
-inline void GradSumRow(const T* __restrict x, const T* __restrict dy, const float* __restrict a,
-                       const float* __restrict b, float slope, int64_t c,
-                       float* __restrict sum_dz, float* __restrict sum_dzx) {
-  for (int64_t ch = 0; ch < c; ++ch) {
-    float v = ToFloat(x[ch]);
-    float dz = ActivationBackward<A>(v * a[ch] + b[ch], ToFloat(dy[ch]), slope);
-    sum_dz[ch] += dz;
-    sum_dzx[ch] += dz * v;
-  }
-}
-
-template <typename T, int64_t A>
-inline void GradRow(const T* __restrict x, const T* __restrict dy, const float* __restrict a,
-                    const float* __restrict b, const float* __restrict p,
-                    const float* __restrict q, const float* __restrict r, float slope,
-                    int64_t c, T* __restrict dx) {
-  for (int64_t ch = 0; ch < c; ++ch) {
-    float v = ToFloat(x[ch]);
-    float dz = ActivationBackward<A>(v * a[ch] + b[ch], ToFloat(dy[ch]), slope);
-    Store(dx + ch, p[ch] * dz + q[ch] * v + r[ch]);
-  }
-}
-
 // (N, S, C) view of a channels-last array and its (sample, block of rows) tasks.
 struct Layout {
   int64_t n, s, c, groups;
@@ -148,130 +73,79 @@ void ScaleShift(const Layout& l, const float* mean, const float* rstd, const flo
     }
 }
 
+
+}  // namespace
+
+// The passes, compiled once per x86-64 level (group_norm_passes.inc): the wheel must run
+// on any x86-64 CPU, so the compiler may assume only SSE2, and the loops on bfloat16
+// data (conversions and rounding as integer operations) run 1.5-2x faster in AVX2 or
+// AVX-512 registers (BENCHMARKS.md). GCC only: other compilers build the baseline.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define JAXSEG_X86_LEVELS 1
+#else
+#define JAXSEG_X86_LEVELS 0
+#endif
+
+namespace {
+namespace baseline {
+#include "group_norm_passes.inc"
+}  // namespace baseline
+
+#if JAXSEG_X86_LEVELS
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace x86_64_v3 {
+#include "group_norm_passes.inc"
+}  // namespace x86_64_v3
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+namespace x86_64_v4 {
+#include "group_norm_passes.inc"
+}  // namespace x86_64_v4
+#pragma GCC pop_options
+#endif
+
+// The `isa` attribute: 0 the best level this CPU has; 1-3 at most that level (tests
+// compare the levels' results; a level the CPU lacks falls back to the best it has).
+enum Isa : int64_t { kBest = 0, kBaseline = 1, kX86_64_V3 = 2, kX86_64_V4 = 3 };
+
+int64_t SupportedIsa() {
+#if JAXSEG_X86_LEVELS
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return kX86_64_V4;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kX86_64_V3;
+#endif
+  return kBaseline;
+}
+
+ffi::Error ChooseIsa(int64_t requested, int64_t* chosen) {
+  static const int64_t supported = SupportedIsa();
+  if (requested < kBest || requested > kX86_64_V4)
+    return ffi::Error::InvalidArgument("group_norm: unknown isa level");
+  *chosen = requested == kBest ? supported : std::min(requested, supported);
+  return ffi::Error::Success();
+}
+
+// The Forward and Backward instances for a level.
 template <typename T, int64_t A>
-void Forward(const Layout& l, const T* x, const float* scale, const float* bias, float epsilon,
-             float slope, T* y, float* mean, float* rstd) {
-  const int64_t tasks = l.tasks(), c = l.c;
-  // Pass 1: per task, per channel sums of x and x^2.
-  std::vector<float> partial(tasks * 2 * c);
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tasks; ++t) {
-    int64_t i, begin, end;
-    l.Rows(t, &i, &begin, &end);
-    float* sum = &partial[t * 2 * c];
-    float* sum_sq = sum + c;
-    std::fill(sum, sum + 2 * c, 0.f);
-    for (int64_t r = begin; r < end; ++r) SumRow(x + (i * l.s + r) * c, c, sum, sum_sq);
-  }
-  // Statistics per (sample, group), in double.
-  const int64_t cg = l.channels_per_group(), blocks = l.blocks_per_sample();
-  const double count = double(l.s) * cg;
-  for (int64_t i = 0; i < l.n; ++i)
-    for (int64_t g = 0; g < l.groups; ++g) {
-      double s1 = 0, s2 = 0;
-      for (int64_t k = 0; k < blocks; ++k) {
-        const float* sum = &partial[(i * blocks + k) * 2 * c];
-        for (int64_t ch = g * cg; ch < (g + 1) * cg; ++ch) {
-          s1 += sum[ch];
-          s2 += sum[c + ch];
-        }
-      }
-      double m = s1 / count, var = std::max(0.0, s2 / count - m * m);
-      mean[i * l.groups + g] = float(m);
-      rstd[i * l.groups + g] = float(1.0 / std::sqrt(var + epsilon));
-    }
-  // Pass 2: y = act(x * a + b).
-  std::vector<float> a, b;
-  ScaleShift(l, mean, rstd, scale, bias, &a, &b);
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tasks; ++t) {
-    int64_t i, begin, end;
-    l.Rows(t, &i, &begin, &end);
-    const float* ai = &a[i * c];
-    const float* bi = &b[i * c];
-    for (int64_t r = begin; r < end; ++r) {
-      int64_t at = (i * l.s + r) * c;
-      NormaliseRow<T, A>(x + at, ai, bi, slope, c, y + at);
-    }
-  }
+auto ForwardFor(int64_t isa) {
+#if JAXSEG_X86_LEVELS
+  if (isa == kX86_64_V4) return &x86_64_v4::Forward<T, A>;
+  if (isa == kX86_64_V3) return &x86_64_v3::Forward<T, A>;
+#endif
+  return &baseline::Forward<T, A>;
 }
 
 template <typename T, int64_t A>
-void Backward(const Layout& l, const T* dy, const T* x, const float* scale, const float* bias,
-              const float* mean, const float* rstd, float slope, T* dx,
-              float* dscale, float* dbias) {
-  const int64_t tasks = l.tasks(), c = l.c;
-  std::vector<float> a, b;
-  ScaleShift(l, mean, rstd, scale, bias, &a, &b);
-  // Pass 1: per task, per channel sums of dz and dz * x, dz the gradient before the
-  // activation (recomputed from x).
-  std::vector<float> partial(tasks * 2 * c);
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tasks; ++t) {
-    int64_t i, begin, end;
-    l.Rows(t, &i, &begin, &end);
-    const float* ai = &a[i * c];
-    const float* bi = &b[i * c];
-    float* sum_dz = &partial[t * 2 * c];
-    float* sum_dzx = sum_dz + c;
-    std::fill(sum_dz, sum_dz + 2 * c, 0.f);
-    for (int64_t r = begin; r < end; ++r) {
-      int64_t at = (i * l.s + r) * c;
-      GradSumRow<T, A>(x + at, dy + at, ai, bi, slope, c, sum_dz, sum_dzx);
-    }
-  }
-  // Per (sample, channel) sums in double; the parameters' gradients; per (sample,
-  // channel) coefficients of dx = p * dz + q * x + r.
-  const int64_t cg = l.channels_per_group(), blocks = l.blocks_per_sample();
-  const double count = double(l.s) * cg;
-  std::vector<double> dscale_sum(c, 0.0), dbias_sum(c, 0.0);
-  std::vector<float> p(l.n * c), q(l.n * c), r(l.n * c);
-  std::vector<double> sdz(c), sdzx(c);
-  for (int64_t i = 0; i < l.n; ++i) {
-    std::fill(sdz.begin(), sdz.end(), 0.0);
-    std::fill(sdzx.begin(), sdzx.end(), 0.0);
-    for (int64_t k = 0; k < blocks; ++k) {
-      const float* part = &partial[(i * blocks + k) * 2 * c];
-      for (int64_t ch = 0; ch < c; ++ch) {
-        sdz[ch] += part[ch];
-        sdzx[ch] += part[c + ch];
-      }
-    }
-    for (int64_t g = 0; g < l.groups; ++g) {
-      const double m = mean[i * l.groups + g], inv = rstd[i * l.groups + g];
-      double m1 = 0, m2 = 0;  // group means of dxhat and of dxhat * xhat
-      for (int64_t ch = g * cg; ch < (g + 1) * cg; ++ch) {
-        double dz_xhat = inv * (sdzx[ch] - m * sdz[ch]);  // sum of dz * xhat
-        dbias_sum[ch] += sdz[ch];
-        dscale_sum[ch] += dz_xhat;
-        m1 += scale[ch] * sdz[ch];
-        m2 += scale[ch] * dz_xhat;
-      }
-      m1 /= count;
-      m2 /= count;
-      for (int64_t ch = g * cg; ch < (g + 1) * cg; ++ch) {
-        p[i * c + ch] = float(inv * scale[ch]);
-        q[i * c + ch] = float(-inv * inv * m2);
-        r[i * c + ch] = float(inv * inv * m2 * m - inv * m1);
-      }
-    }
-  }
-  for (int64_t ch = 0; ch < c; ++ch) {
-    dscale[ch] = float(dscale_sum[ch]);
-    dbias[ch] = float(dbias_sum[ch]);
-  }
-  // Pass 2: dx.
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tasks; ++t) {
-    int64_t i, begin, end;
-    l.Rows(t, &i, &begin, &end);
-    const float *ai = &a[i * c], *bi = &b[i * c];
-    const float *pi = &p[i * c], *qi = &q[i * c], *ri = &r[i * c];
-    for (int64_t row = begin; row < end; ++row) {
-      int64_t at = (i * l.s + row) * c;
-      GradRow<T, A>(x + at, dy + at, ai, bi, pi, qi, ri, slope, c, dx + at);
-    }
-  }
+auto BackwardFor(int64_t isa) {
+#if JAXSEG_X86_LEVELS
+  if (isa == kX86_64_V4) return &x86_64_v4::Backward<T, A>;
+  if (isa == kX86_64_V3) return &x86_64_v3::Backward<T, A>;
+#endif
+  return &baseline::Backward<T, A>;
 }
 
 // Element pointers: bfloat16 buffers are handled as their 16-bit patterns.
@@ -313,13 +187,14 @@ ffi::Error ForwardHandler(ffi::Buffer<T> x, ffi::Buffer<ffi::F32> scale,
                           ffi::Buffer<ffi::F32> bias, ffi::Result<ffi::Buffer<T>> y,
                           ffi::Result<ffi::Buffer<ffi::F32>> mean,
                           ffi::Result<ffi::Buffer<ffi::F32>> rstd, int64_t groups,
-                          float epsilon, int64_t activation, float slope) {
+                          float epsilon, int64_t activation, float slope, int64_t isa) {
   Layout l = MakeLayout(x.dimensions(), groups);
   if (auto error = Check(l, scale.element_count()); error.failure()) return error;
+  if (auto error = ChooseIsa(isa, &isa); error.failure()) return error;
   return WithActivation(activation, [&](auto a) {
-    Forward<Element<T>, decltype(a)::value>(l, Data(x), scale.typed_data(), bias.typed_data(),
-                                            epsilon, slope, Data(y), mean->typed_data(),
-                                            rstd->typed_data());
+    ForwardFor<Element<T>, decltype(a)::value>(isa)(
+        l, Data(x), scale.typed_data(), bias.typed_data(), epsilon, slope, Data(y),
+        mean->typed_data(), rstd->typed_data());
   });
 }
 
@@ -329,11 +204,12 @@ ffi::Error BackwardHandler(ffi::Buffer<T> dy, ffi::Buffer<T> x, ffi::Buffer<ffi:
                            ffi::Buffer<ffi::F32> rstd, ffi::Result<ffi::Buffer<T>> dx,
                            ffi::Result<ffi::Buffer<ffi::F32>> dscale,
                            ffi::Result<ffi::Buffer<ffi::F32>> dbias, int64_t groups,
-                           int64_t activation, float slope) {
+                           int64_t activation, float slope, int64_t isa) {
   Layout l = MakeLayout(x.dimensions(), groups);
   if (auto error = Check(l, scale.element_count()); error.failure()) return error;
+  if (auto error = ChooseIsa(isa, &isa); error.failure()) return error;
   return WithActivation(activation, [&](auto a) {
-    Backward<Element<T>, decltype(a)::value>(
+    BackwardFor<Element<T>, decltype(a)::value>(isa)(
         l, Data(dy), Data(x), scale.typed_data(), bias.typed_data(), mean.typed_data(),
         rstd.typed_data(), slope, Data(dx), dscale->typed_data(), dbias->typed_data());
   });
@@ -354,7 +230,8 @@ ffi::Error BackwardHandler(ffi::Buffer<T> dy, ffi::Buffer<T> x, ffi::Buffer<ffi:
           .Attr<int64_t>("groups")                                                    \
           .Attr<float>("epsilon")                                                     \
           .Attr<int64_t>("activation")                                                \
-          .Attr<float>("slope"));                                                     \
+          .Attr<float>("slope")                                                       \
+          .Attr<int64_t>("isa"));                                                     \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                      \
       jaxseg_group_norm_backward_##SUFFIX, BackwardHandler<TYPE>,                     \
       ffi::Ffi::Bind()                                                                \
@@ -369,7 +246,12 @@ ffi::Error BackwardHandler(ffi::Buffer<T> dy, ffi::Buffer<T> x, ffi::Buffer<ffi:
           .Ret<ffi::Buffer<ffi::F32>>()                                               \
           .Attr<int64_t>("groups")                                                    \
           .Attr<int64_t>("activation")                                                \
-          .Attr<float>("slope"));
+          .Attr<float>("slope")                                                       \
+          .Attr<int64_t>("isa"));
 
 JAXSEG_GROUP_NORM_HANDLERS(f32, ffi::DataType::F32)
 JAXSEG_GROUP_NORM_HANDLERS(bf16, ffi::DataType::BF16)
+
+// The best x86-64 level this CPU runs the passes at (1 baseline, 2 v3, 3 v4), for
+// fused_norm.supported_isa: benchmarks and tests name the level they measured.
+extern "C" int64_t jaxseg_group_norm_supported_isa() { return SupportedIsa(); }

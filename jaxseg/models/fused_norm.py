@@ -12,12 +12,18 @@ and dy and one write, recomputing the pre-activation instead of storing it.
 channels-last x of any spatial rank, float32 or bfloat16 (statistics in float32;
 tests/test_fused_norm.py). Instance norm is groups = C, layer norm groups = 1.
 
+The kernel's loops are compiled for three x86-64 levels (SSE2, AVX2, AVX-512) and run at
+the best this CPU has (`supported_isa`); `isa` caps the level, for tests that compare
+the levels and for benchmarks.
+
 The kernel is built by `pip install` where a C++ compiler with OpenMP is available
 (setup.py) into `jaxseg._group_norm`; layers.resolve_norm_kernel picks it by default
 on CPU and says once, in one line, why not when it could not.
 """
 
+import ctypes
 import functools
+import importlib.util
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +36,8 @@ from jaxseg.models import ffi_library
 ACTIVATIONS = {'none': (0, 0.0), 'relu': (1, 0.0), 'leaky_relu': (2, 0.01)}
 DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
 EPSILON = 1e-6  # flax.linen.GroupNorm's default
+# The kernel's `isa` attribute: 'auto' is the best level the CPU has.
+ISA_LEVELS = {'auto': 0, 'x86-64': 1, 'x86-64-v3': 2, 'x86-64-v4': 3}
 
 
 @functools.cache
@@ -51,28 +59,41 @@ def unavailable_reason() -> str:
   return _load()[1]
 
 
+def supported_isa() -> str | None:
+  """The best x86-64 level the kernel runs at on this CPU ('x86-64' is SSE2 only, v3 AVX2,
+  v4 AVX-512); None where the kernel is not built."""
+  if not available():
+    return None
+  library = ctypes.CDLL(importlib.util.find_spec('jaxseg._group_norm').origin)
+  library.jaxseg_group_norm_supported_isa.restype = ctypes.c_int64
+  level = library.jaxseg_group_norm_supported_isa()
+  return next(name for name, code in ISA_LEVELS.items() if code == level)
+
+
 def supports(x: jax.Array, activation: str) -> bool:
   """Whether `group_norm` computes this: float32 or bfloat16 (batch, *spatial, C), and an
   activation the kernel knows (others are applied by XLA after a plain GroupNorm)."""
   return x.ndim >= 3 and x.dtype in DTYPES and activation in ACTIVATIONS
 
 
-def _kernel_attributes(x, activation):
+def _kernel_attributes(x, activation, isa):
   code, slope = ACTIVATIONS[activation]
-  return DTYPES[jnp.dtype(x.dtype)], dict(activation=np.int64(code), slope=np.float32(slope))
+  return DTYPES[jnp.dtype(x.dtype)], dict(activation=np.int64(code), slope=np.float32(slope),
+                                          isa=np.int64(ISA_LEVELS[isa]))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int,
-               activation: str = 'none') -> jax.Array:
-  """activation(GroupNorm(x) * scale + bias), over groups of x's last axis."""
-  return _forward(x, scale, bias, groups, activation)[0]
+               activation: str = 'none', isa: str = 'auto') -> jax.Array:
+  """activation(GroupNorm(x) * scale + bias), over groups of x's last axis; `isa`, a key
+  of ISA_LEVELS, the highest x86-64 level the kernel may use."""
+  return _forward(x, scale, bias, groups, activation, isa)[0]
 
 
-def _forward(x, scale, bias, groups, activation):
+def _forward(x, scale, bias, groups, activation, isa):
   if not available():
     raise RuntimeError(f'fused GroupNorm requested but {unavailable_reason()}')
-  suffix, attributes = _kernel_attributes(x, activation)
+  suffix, attributes = _kernel_attributes(x, activation, isa)
   stats = jax.ShapeDtypeStruct((x.shape[0], groups), jnp.float32)
   # Under vmap (the models do not use it), one call per mapped element: slow but right.
   y, mean, rstd = jax.ffi.ffi_call(
@@ -83,9 +104,9 @@ def _forward(x, scale, bias, groups, activation):
   return y, (x, scale, bias, mean, rstd)
 
 
-def _backward(groups, activation, residuals, dy):
+def _backward(groups, activation, isa, residuals, dy):
   x, scale, bias, mean, rstd = residuals
-  suffix, attributes = _kernel_attributes(x, activation)
+  suffix, attributes = _kernel_attributes(x, activation, isa)
   channels = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
   dx, dscale, dbias = jax.ffi.ffi_call(
       f'jaxseg_group_norm_backward_{suffix}',
