@@ -8,6 +8,7 @@ import pytest
 
 from jaxseg.models import ConvLSTMCell, LSTMUNet, UNet, UNetBody, UNetSettings
 from jaxseg.models import resolve_conv3d
+from jaxseg.models import onednn
 from jaxseg.models.layers import Conv, Norm, Upsample, depth_folded_conv, downsample
 from jaxseg.models.lstm_unet import RefinementStep
 
@@ -110,23 +111,53 @@ def test_gradients_reach_the_parameters_through_every_iteration():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_transpose_upsampling_equals_conv_transpose():
-  """The dense + depth_to_space upsampling is exactly a 2x2 stride-2 transposed conv."""
-  for spatial in [(3, 5), (2, 3, 4)]:
-    ndim = len(spatial)
-    x = jax.random.normal(jax.random.key(0), (2, *spatial, 3))
-    ours = Upsample(5, 'transpose')
-    params = ours.init(jax.random.key(1), x)['params']
-    params['bias'] = jax.random.normal(jax.random.key(2), (5,))
-    # Dense kernel (C_in, f0*f1*...*C_out) -> transposed-conv kernel (f0, f1, ..., C_in, C_out),
-    # spatially flipped (lax.conv_transpose's convention).
+@pytest.mark.parametrize('library', ['xla', 'onednn'])
+@pytest.mark.parametrize('spatial', [(3, 5), (2, 3, 4)], ids=['2d', '3d'])
+def test_transpose_upsampling_equals_conv_transpose_with_its_gradients(spatial, library):
+  """The dense + depth_to_space upsampling is exactly a 2x2 stride-2 transposed conv:
+  values, and the gradients of input, kernel and bias, with the dense layer computed by
+  XLA or by oneDNN (a 1x1 convolution)."""
+  if library == 'onednn' and not onednn.available():
+    pytest.skip('oneDNN convolutions not built')
+  ndim = len(spatial)
+  x = jax.random.normal(jax.random.key(0), (2, *spatial, 3))
+  ours = Upsample(5, 'transpose', conv_library=library)
+  params = ours.init(jax.random.key(1), x)['params']
+  params['bias'] = jax.random.normal(jax.random.key(2), (5,))
+  cotangent = jax.random.normal(jax.random.key(3), (2, *(2 * s for s in spatial), 5))
+  reference = nn.ConvTranspose(5, (2,) * ndim, strides=(2,) * ndim, padding='VALID')
+
+  def reference_apply(params, x):
+    # Dense kernel (C_in, f0*f1*...*C_out) -> transposed-conv kernel (f0, f1, ..., C_in,
+    # C_out), spatially flipped (lax.conv_transpose's convention).
     kernel = jnp.moveaxis(params['kernel']['kernel'].reshape(3, *(2,) * ndim, 5), 0, ndim)
     kernel = kernel[(slice(None, None, -1),) * ndim]
-    reference = nn.ConvTranspose(5, (2,) * ndim, strides=(2,) * ndim, padding='VALID')
-    expected = reference.apply({'params': {'kernel': kernel, 'bias': params['bias']}}, x)
-    assert expected.shape == (2, *(2 * s for s in spatial), 5)
-    np.testing.assert_allclose(ours.apply({'params': params}, x), expected, rtol=1e-5, atol=1e-5)
-    assert num_params({'params': params}) == num_params(reference.init(jax.random.key(0), x))
+    return reference.apply({'params': {'kernel': kernel, 'bias': params['bias']}}, x)
+
+  got, got_vjp = jax.vjp(lambda p, x: ours.apply({'params': p}, x), params, x)
+  expected, expected_vjp = jax.vjp(reference_apply, params, x)
+  assert expected.shape == (2, *(2 * s for s in spatial), 5)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.jit(got_vjp)(cotangent)),
+                  jax.tree.leaves(expected_vjp(cotangent))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert num_params({'params': params}) == num_params(reference.init(jax.random.key(0), x))
+
+
+def test_upsampling_parameters_are_those_of_a_dense_layer():
+  """Same names, shapes and initial values as the nn.Dense it replaced: checkpoints and
+  seeded runs are unchanged."""
+  class DenseUpsample(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      self.param('bias', nn.initializers.zeros_init(), (5,))
+      return nn.Dense(4 * 5, use_bias=False, name='kernel')(x)
+  x = jnp.ones((1, 3, 3, 6))
+  got = Upsample(5, 'transpose').init(jax.random.key(7), x)
+  want = DenseUpsample().init(jax.random.key(7), x)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
 
 
 def _native_conv(x, kernel):

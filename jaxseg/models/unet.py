@@ -162,7 +162,7 @@ class UNetBody(nn.Module):
     aux = []
     for level in reversed(range(num_levels - 1)):
       x = Upsample(s.features[level], s.upsampling, s.compute_dtype, s.parameter_dtype,
-                   name=f'upsample{level}')(x)
+                   s.conv_library, name=f'upsample{level}')(x)
       x = jnp.concatenate([x, skips[level]], axis=-1)
       x = self._block(s.features[level], f'decoder{level}')(x)
       x = self._maybe_lstm(f'decoder{level}', x, carry, new_carry)

@@ -1,0 +1,125 @@
+"""The U-Net's 2x upsampling on CPU, forward + backward: its dense layer computed by
+XLA or by oneDNN, and PyTorch's ConvTranspose2d.
+
+  python benchmarks/upsample.py                          # 2D U-Net 16-128, 8 x 128^2
+  python benchmarks/upsample.py --features=32,64,128,256 --batch=16   # BraTS-like
+  python benchmarks/upsample.py --dtype=bfloat16
+
+Times each decoder level's upsampling (a transposed convolution with kernel 2 and
+stride 2, computed as a dense layer then depth_to_space: jaxseg/models/layers.py) alone:
+the values and the gradients of input and kernel for a given output gradient, under jit
+with jaxseg's XLA flags; median of 15 after two warm-ups: jax.vjp of
+depth_to_space(pointwise(x, kernel)), the dense layer computed by XLA (x @ kernel, what
+jaxseg ran before) or as a 1x1 convolution by oneDNN (model.conv_library=onednn, the
+default on CPU where it is built). PyTorch's ConvTranspose2d (bias off) in its channels-
+last and default memory formats, when installed. Checks first that all agree.
+"""
+
+import functools
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+
+apply_default_flags()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxseg.models import layers, onednn  # noqa: E402
+import report  # noqa: E402  (benchmarks/)
+
+median_ms = functools.partial(report.median_ms, repeats=15, warmups=2)
+
+_FEATURES = flags.DEFINE_list('features', ['16', '32', '64', '128'], 'U-Net widths per level.')
+_BATCH = flags.DEFINE_integer('batch', 8, 'Images per batch.')
+_SIZE = flags.DEFINE_integer('size', 128, 'Image side at the top level.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+
+
+def upsample(x, kernel, library):
+  return layers.depth_to_space(layers.pointwise(x, kernel, library), 2)
+
+
+def jax_time(upsample, x, kernel, dy):
+  run = jax.jit(lambda x, k, dy: jax.vjp(upsample, x, k)[1](dy))
+  return median_ms(lambda: jax.block_until_ready(run(x, kernel, dy))), run(x, kernel, dy)
+
+
+def torch_time(torch, x, kernel, dy, memory_format):
+  """ConvTranspose2d with the dense kernel (C_in, 2 * 2 * C_out) as its weight."""
+  dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
+  c_in, c_out = x.shape[-1], dy.shape[-1]
+  as_torch = lambda a: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
+      np.transpose(np.asarray(a, np.float32), (0, 3, 1, 2)))).to(dtype).contiguous(
+          memory_format=memory_format)
+  conv = torch.nn.ConvTranspose2d(c_in, c_out, 2, stride=2, bias=False).to(dtype)
+  # (C_in, f0, f1, C_out) -> (C_in, C_out, f0, f1): PyTorch's transposed-conv weight.
+  weight = np.asarray(kernel, np.float32).reshape(c_in, 2, 2, c_out).transpose(0, 3, 1, 2)
+  with torch.no_grad():
+    conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+  conv = conv.to(memory_format=memory_format)
+  tx, tdy = as_torch(x), as_torch(dy)
+
+  def both():
+    x = tx.detach().requires_grad_()
+    conv(x).backward(tdy)
+    return x.grad
+  grad = both().float().permute(0, 2, 3, 1).numpy()
+  return median_ms(both), grad
+
+
+def main(argv):
+  del argv
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(os.cpu_count())
+    formats = {'PyTorch channels-last': torch.channels_last, 'PyTorch': torch.contiguous_format}
+    versions = f'jax {jax.__version__}, torch {torch.__version__}'
+  except ImportError:
+    torch, formats, versions = None, {}, f'jax {jax.__version__} (no PyTorch)'
+  features = [int(f) for f in _FEATURES.value]
+  dtype = jnp.dtype(_DTYPE.value)
+  tolerance = 1e-4 if dtype == jnp.float32 else 3e-2
+  libraries = {'jaxseg XLA': 'xla'}
+  if onednn.available():
+    libraries['jaxseg oneDNN'] = 'onednn'
+  names = [*libraries, *formats]
+  print(f'{versions}; {report.machine()}; {_DTYPE.value}; U-Net {features}, batch '
+        f'{_BATCH.value}, {_SIZE.value}^2; forward + backward, ms, median of 15')
+  print('| output side | C_in -> C_out | ' + ' | '.join(names) + ' |')
+  print('| ---: | --- |' + ' ---: |' * len(names))
+  totals = np.zeros(len(names))
+  keys = jax.random.split(jax.random.key(0), 3)
+  for level in reversed(range(len(features) - 1)):
+    side, c_in, c_out = _SIZE.value >> level, features[level + 1], features[level]
+    x = jax.random.normal(keys[0], (_BATCH.value, side // 2, side // 2, c_in)).astype(dtype)
+    kernel = (0.1 * jax.random.normal(keys[1], (c_in, 4 * c_out))).astype(dtype)
+    dy = jax.random.normal(keys[2], (_BATCH.value, side, side, c_out)).astype(dtype)
+    times = []
+    for library in libraries.values():
+      elapsed, (dx, dk) = jax_time(functools.partial(upsample, library=library), x, kernel, dy)
+      times.append(elapsed)
+      if library == 'xla':
+        want_dx, want_dk = dx, dk
+      for got, want in ((dx, want_dx), (dk, want_dk)):
+        got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+        assert np.abs(got - want).max() <= tolerance * np.abs(want).max(), 'gradients differ'
+    for memory_format in formats.values():
+      elapsed, torch_dx = torch_time(torch, x, kernel, dy, memory_format)
+      want = np.asarray(want_dx, np.float32)
+      assert np.abs(torch_dx - want).max() <= tolerance * np.abs(want).max(), 'PyTorch differs'
+      times.append(elapsed)
+    totals += times
+    print(f'| {side}² | {c_in} -> {c_out} | ' + ' | '.join(f'{t:.2f}' for t in times) + ' |',
+          flush=True)
+  print('| all | | ' + ' | '.join(f'{t:.1f}' for t in totals) + ' |')
+
+
+if __name__ == '__main__':
+  app.run(main)
