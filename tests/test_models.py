@@ -9,7 +9,8 @@ import pytest
 from jaxseg.models import ConvLSTMCell, LSTMUNet, UNet, UNetBody, UNetSettings
 from jaxseg.models import resolve_conv3d
 from jaxseg.models import onednn
-from jaxseg.models.layers import Conv, Norm, Upsample, depth_folded_conv, downsample
+from jaxseg.models.layers import (Conv, Dense, Norm, Upsample, depth_folded_conv,
+                                  downsample)
 from jaxseg.models.lstm_unet import RefinementStep
 
 
@@ -144,20 +145,24 @@ def test_transpose_upsampling_equals_conv_transpose_with_its_gradients(spatial, 
   assert num_params({'params': params}) == num_params(reference.init(jax.random.key(0), x))
 
 
-def test_upsampling_parameters_are_those_of_a_dense_layer():
-  """Same names, shapes and initial values as the nn.Dense it replaced: checkpoints and
-  seeded runs are unchanged."""
-  class DenseUpsample(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-      self.param('bias', nn.initializers.zeros_init(), (5,))
-      return nn.Dense(4 * 5, use_bias=False, name='kernel')(x)
-  x = jnp.ones((1, 3, 3, 6))
-  got = Upsample(5, 'transpose').init(jax.random.key(7), x)
-  want = DenseUpsample().init(jax.random.key(7), x)
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+@pytest.mark.parametrize('library', ['xla', 'onednn'])
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_dense_has_nn_dense_parameters_and_values(use_bias, library):
+  """Same names, shapes and initial values as flax's nn.Dense (the upsampling and the
+  output head used it): checkpoints and seeded runs are unchanged."""
+  if library == 'onednn' and not onednn.available():
+    pytest.skip('oneDNN convolutions not built')
+  x = jax.random.normal(jax.random.key(8), (2, 3, 5, 6))
+  ours = Dense(7, use_bias=use_bias, conv_library=library)
+  reference = nn.Dense(7, use_bias=use_bias)
+  params = ours.init(jax.random.key(7), x)
+  want = reference.init(jax.random.key(7), x)
+  assert jax.tree.structure(params) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a bias that is not zero
+  np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
 
 
 def _native_conv(x, kernel):

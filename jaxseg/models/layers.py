@@ -329,19 +329,21 @@ def pointwise(x: jax.Array, kernel: jax.Array, library: str = 'xla') -> jax.Arra
   """x @ kernel for channels-last x and a (C_in, C_out) kernel: a dense layer per voxel.
 
   With `library` 'onednn', oneDNN computes it as a 1^d convolution. For the U-Net's
-  upsampling that is 2.5x faster on CPU, forward + backward (BENCHMARKS.md): XLA:CPU
-  copies the incoming gradient twice, once per layout its two products want, and takes
-  the kernel's gradient through a slow transposed dot; oneDNN's passes read it as it is.
+  upsampling and output head that is 2-5x faster on CPU, forward + backward
+  (BENCHMARKS.md): XLA:CPU copies the incoming gradient twice, once per layout its two
+  products want, and takes the kernel's gradient through a slow transposed dot;
+  oneDNN's passes read it as it is.
   """
   if library == 'onednn' and onednn.supports(x, kernel):
     return _conv(x, kernel.reshape((1,) * (x.ndim - 2) + kernel.shape), library)
   return x @ kernel
 
 
-class _UpsampleKernel(nn.Module):
-  """nn.Dense(features, use_bias=False)'s parameter (same name, shape and initial
-  values, so checkpoints are unchanged), then depth_to_space."""
+class Dense(nn.Module):
+  """nn.Dense over the last axis, with its parameters (names, shapes, initial values: so
+  checkpoints are the same either way), the product computed by `pointwise`."""
   features: int
+  use_bias: bool = True
   conv_library: str = 'xla'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -350,8 +352,11 @@ class _UpsampleKernel(nn.Module):
   def __call__(self, x):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (x.shape[-1], self.features), self.param_dtype)
-    x = pointwise(x.astype(self.dtype), kernel.astype(self.dtype), self.conv_library)
-    return depth_to_space(x, 2)
+    y = pointwise(x.astype(self.dtype), kernel.astype(self.dtype), self.conv_library)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros_init(), (self.features,),
+                         self.param_dtype).astype(self.dtype)
+    return y
 
 
 class Upsample(nn.Module):
@@ -375,10 +380,11 @@ class Upsample(nn.Module):
     check_upsampling(self.method)
     ndim = x.ndim - 2
     if self.method == 'transpose':
-      x = _UpsampleKernel(2**ndim * self.features, self.conv_library, self.dtype,
-                          self.param_dtype, name='kernel')(x)
+      x = Dense(2**ndim * self.features, use_bias=False, conv_library=self.conv_library,
+                dtype=self.dtype, param_dtype=self.param_dtype, name='kernel')(x)
       bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), self.param_dtype)
-      return x + bias.astype(x.dtype)
+      return depth_to_space(x, 2) + bias.astype(x.dtype)
     batch, *spatial, channels = x.shape  # 'resize'
     x = jax.image.resize(x, (batch, *(2 * s for s in spatial), channels), 'linear')
-    return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    return Dense(self.features, conv_library=self.conv_library, dtype=self.dtype,
+                 param_dtype=self.param_dtype)(x)

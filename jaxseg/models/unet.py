@@ -141,8 +141,9 @@ class UNetBody(nn.Module):
     return x
 
   def _head(self, x, name):
-    return nn.Dense(self.settings.num_outputs, dtype=jnp.float32,
-                    param_dtype=self.settings.parameter_dtype, name=name)(x).astype(jnp.float32)
+    s = self.settings
+    return layers.Dense(s.num_outputs, conv_library=s.conv_library, dtype=jnp.float32,
+                        param_dtype=s.parameter_dtype, name=name)(x)
 
   @nn.compact
   def __call__(self, carry: dict[str, Carry], x: jax.Array):
