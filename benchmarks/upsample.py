@@ -1,5 +1,5 @@
-"""The U-Net's 2x upsampling on CPU, forward + backward: its dense layer computed by
-XLA or by oneDNN, and PyTorch's ConvTranspose2d.
+"""The U-Net's 2x upsampling and output head on CPU, forward + backward: their dense
+layers computed by XLA or by oneDNN, and PyTorch's ConvTranspose2d and 1x1 Conv2d.
 
   python benchmarks/upsample.py                          # 2D U-Net 16-128, 8 x 128^2
   python benchmarks/upsample.py --features=32,64,128,256 --batch=16   # BraTS-like
@@ -12,7 +12,9 @@ with jaxseg's XLA flags; median of 15 after two warm-ups: jax.vjp of
 depth_to_space(pointwise(x, kernel)), the dense layer computed by XLA (x @ kernel, what
 jaxseg ran before) or as a 1x1 convolution by oneDNN (model.conv_library=onednn, the
 default on CPU where it is built). PyTorch's ConvTranspose2d (bias off) in its channels-
-last and default memory formats, when installed. Checks first that all agree.
+last and default memory formats, when installed. Last, the output head (a 1x1
+convolution to 3 regions at the top level, float32) the same way. Checks first that
+all agree.
 """
 
 import functools
@@ -46,32 +48,64 @@ def upsample(x, kernel, library):
   return layers.depth_to_space(layers.pointwise(x, kernel, library), 2)
 
 
-def jax_time(upsample, x, kernel, dy):
-  run = jax.jit(lambda x, k, dy: jax.vjp(upsample, x, k)[1](dy))
+def jax_time(function, x, kernel, dy):
+  run = jax.jit(lambda x, k, dy: jax.vjp(function, x, k)[1](dy))
   return median_ms(lambda: jax.block_until_ready(run(x, kernel, dy))), run(x, kernel, dy)
 
 
-def torch_time(torch, x, kernel, dy, memory_format):
-  """ConvTranspose2d with the dense kernel (C_in, 2 * 2 * C_out) as its weight."""
+def torch_time(torch, module, x, dy, memory_format):
+  """Forward + backward of a PyTorch module on x (channels-last numpy layout given)."""
   dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
-  c_in, c_out = x.shape[-1], dy.shape[-1]
   as_torch = lambda a: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
       np.transpose(np.asarray(a, np.float32), (0, 3, 1, 2)))).to(dtype).contiguous(
           memory_format=memory_format)
-  conv = torch.nn.ConvTranspose2d(c_in, c_out, 2, stride=2, bias=False).to(dtype)
-  # (C_in, f0, f1, C_out) -> (C_in, C_out, f0, f1): PyTorch's transposed-conv weight.
-  weight = np.asarray(kernel, np.float32).reshape(c_in, 2, 2, c_out).transpose(0, 3, 1, 2)
-  with torch.no_grad():
-    conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
-  conv = conv.to(memory_format=memory_format)
+  module = module.to(dtype).to(memory_format=memory_format)
   tx, tdy = as_torch(x), as_torch(dy)
 
   def both():
     x = tx.detach().requires_grad_()
-    conv(x).backward(tdy)
+    module(x).backward(tdy)
     return x.grad
   grad = both().float().permute(0, 2, 3, 1).numpy()
   return median_ms(both), grad
+
+
+def torch_module(torch, kernel, upsampling: bool):
+  """ConvTranspose2d (kernel 2, stride 2) or a 1x1 Conv2d with jaxseg's dense kernel
+  (C_in, 2 * 2 * C_out or C_out) as its weight, bias off."""
+  c_in = kernel.shape[0]
+  kernel = np.asarray(kernel, np.float32)
+  if upsampling:
+    c_out = kernel.shape[1] // 4
+    module = torch.nn.ConvTranspose2d(c_in, c_out, 2, stride=2, bias=False)
+    # (C_in, f0, f1, C_out) -> (C_in, C_out, f0, f1): PyTorch's transposed-conv weight.
+    weight = kernel.reshape(c_in, 2, 2, c_out).transpose(0, 3, 1, 2)
+  else:
+    module = torch.nn.Conv2d(c_in, kernel.shape[1], 1, bias=False)
+    weight = kernel.T[:, :, None, None]
+  with torch.no_grad():
+    module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+  return module
+
+
+def compare(function, torch, formats, libraries, x, kernel, dy, upsampling):
+  """Times of each jaxseg library and each PyTorch format, after checking they agree."""
+  tolerance = 1e-4 if x.dtype == jnp.float32 else 3e-2
+  close = lambda got, want: (np.abs(np.asarray(got, np.float32) - want).max()  # noqa: E731
+                             <= tolerance * np.abs(want).max())
+  times = []
+  for library in libraries.values():
+    elapsed, (dx, dk) = jax_time(functools.partial(function, library=library), x, kernel, dy)
+    times.append(elapsed)
+    if library == 'xla':
+      want_dx, want_dk = np.asarray(dx, np.float32), np.asarray(dk, np.float32)
+    assert close(dx, want_dx) and close(dk, want_dk), f'{library}: gradients differ'
+  for memory_format in formats.values():
+    elapsed, torch_dx = torch_time(torch, torch_module(torch, kernel, upsampling), x, dy,
+                                   memory_format)
+    assert close(torch_dx, want_dx), 'PyTorch differs'
+    times.append(elapsed)
+  return times
 
 
 def main(argv):
@@ -85,7 +119,6 @@ def main(argv):
     torch, formats, versions = None, {}, f'jax {jax.__version__} (no PyTorch)'
   features = [int(f) for f in _FEATURES.value]
   dtype = jnp.dtype(_DTYPE.value)
-  tolerance = 1e-4 if dtype == jnp.float32 else 3e-2
   libraries = {'jaxseg XLA': 'xla'}
   if onednn.available():
     libraries['jaxseg oneDNN'] = 'onednn'
@@ -101,24 +134,19 @@ def main(argv):
     x = jax.random.normal(keys[0], (_BATCH.value, side // 2, side // 2, c_in)).astype(dtype)
     kernel = (0.1 * jax.random.normal(keys[1], (c_in, 4 * c_out))).astype(dtype)
     dy = jax.random.normal(keys[2], (_BATCH.value, side, side, c_out)).astype(dtype)
-    times = []
-    for library in libraries.values():
-      elapsed, (dx, dk) = jax_time(functools.partial(upsample, library=library), x, kernel, dy)
-      times.append(elapsed)
-      if library == 'xla':
-        want_dx, want_dk = dx, dk
-      for got, want in ((dx, want_dx), (dk, want_dk)):
-        got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-        assert np.abs(got - want).max() <= tolerance * np.abs(want).max(), 'gradients differ'
-    for memory_format in formats.values():
-      elapsed, torch_dx = torch_time(torch, x, kernel, dy, memory_format)
-      want = np.asarray(want_dx, np.float32)
-      assert np.abs(torch_dx - want).max() <= tolerance * np.abs(want).max(), 'PyTorch differs'
-      times.append(elapsed)
+    times = compare(upsample, torch, formats, libraries, x, kernel, dy, upsampling=True)
     totals += times
     print(f'| {side}² | {c_in} -> {c_out} | ' + ' | '.join(f'{t:.2f}' for t in times) + ' |',
           flush=True)
   print('| all | | ' + ' | '.join(f'{t:.1f}' for t in totals) + ' |')
+  # The output head: a 1x1 convolution to 3 regions at the top level, in float32 always.
+  side, c_in = _SIZE.value, features[0]
+  x = jax.random.normal(keys[0], (_BATCH.value, side, side, c_in))
+  kernel = 0.1 * jax.random.normal(keys[1], (c_in, 3))
+  dy = jax.random.normal(keys[2], (_BATCH.value, side, side, 3))
+  times = compare(layers.pointwise, torch, formats, libraries, x, kernel, dy, upsampling=False)
+  print(f'| head, {side}² (float32) | {c_in} -> 3 | ' + ' | '.join(f'{t:.2f}' for t in times)
+        + ' |')
 
 
 if __name__ == '__main__':
