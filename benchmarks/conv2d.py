@@ -14,32 +14,20 @@ with --channels_first, also in its default format. Checks first that both comput
 same forward values.
 """
 
-import functools
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from jaxseg.xla_flags import apply_default_flags  # noqa: E402
-
-apply_default_flags()
-
+import unet_passes  # (benchmarks/) sets jaxseg's XLA flags before JAX starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg.models import onednn  # noqa: E402
-import report  # noqa: E402  (benchmarks/)
+from unet_passes import median_ms  # noqa: E402
 
-median_ms = functools.partial(report.median_ms, repeats=15, warmups=2)
-
-_FEATURES = flags.DEFINE_list('features', ['16', '32', '64', '128'], 'U-Net widths per level.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Images per batch.')
-_SIZE = flags.DEFINE_integer('size', 128, 'Image side at the top level.')
 _IN_CHANNELS = flags.DEFINE_integer('in_channels', 4, 'Input channels (modalities).')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
 _CHANNELS_FIRST = flags.DEFINE_bool('channels_first', False,
                                     "Also time PyTorch's channels-first format.")
 
@@ -73,11 +61,8 @@ def onednn_passes(x, kernel, dy):
 
 def torch_passes(torch, x, kernel, dy, memory_format):
   """The same three passes through aten, in the given memory format."""
-  dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
-  as_torch = lambda a, axes: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
-      np.transpose(np.asarray(a, np.float32), axes))).to(dtype).contiguous(
-          memory_format=memory_format)
-  tx, tdy, tk = as_torch(x, (0, 3, 1, 2)), as_torch(dy, (0, 3, 1, 2)), as_torch(kernel, (3, 2, 0, 1))
+  tx, tdy = (unet_passes.to_torch(torch, a, memory_format) for a in (x, dy))
+  tk = unet_passes.to_torch(torch, kernel, memory_format, axes=(3, 2, 0, 1))
   backward = lambda mask: torch.ops.aten.convolution_backward(  # noqa: E731
       tdy, tx, tk, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
   with torch.no_grad():
@@ -100,18 +85,17 @@ def main(argv):
   formats = {'PyTorch channels-last': torch.channels_last}
   if _CHANNELS_FIRST.value:
     formats['PyTorch'] = torch.contiguous_format
-  features = [int(f) for f in _FEATURES.value]
-  dtype = jnp.dtype(_DTYPE.value)
+  features = unet_passes.features()
+  dtype = jnp.dtype(unet_passes.DTYPE.value)
   print(f'jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); '
-        f'{os.cpu_count()} CPU cores; {_DTYPE.value}; U-Net {features}, batch {_BATCH.value}, '
-        f'{_SIZE.value}^2, 3x3 convolutions; ms, median of 15')
+        f'{os.cpu_count()} CPU cores; {unet_passes.describe()}; 3x3 convolutions')
   names = ['jaxseg oneDNN'] + list(formats)
   print('| side | C_in -> C_out | ' + ' | '.join(f'{n} {p}' for p in PASSES for n in names) + ' |')
   print('| ---: | --- |' + ' ---: |' * (len(PASSES) * len(names)))
   totals = np.zeros((len(names), len(PASSES)))
   keys = jax.random.split(jax.random.key(0), 3)
-  for side, c_in, c_out in unet_conv_shapes(features, _SIZE.value, _IN_CHANNELS.value):
-    batch = (_BATCH.value, side, side)
+  for side, c_in, c_out in unet_conv_shapes(features, unet_passes.SIZE.value, _IN_CHANNELS.value):
+    batch = (unet_passes.BATCH.value, side, side)
     x = jax.random.normal(keys[0], batch + (c_in,)).astype(dtype)
     kernel = (0.1 * jax.random.normal(keys[1], (3, 3, c_in, c_out))).astype(dtype)
     dy = jax.random.normal(keys[2], batch + (c_out,)).astype(dtype)

@@ -17,27 +17,17 @@ import functools
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
 
-from absl import app, flags  # noqa: E402
-
-from jaxseg.xla_flags import apply_default_flags  # noqa: E402
-
-apply_default_flags()
-
+import unet_passes  # (benchmarks/) sets jaxseg's XLA flags before JAX starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg.models import fused_norm  # noqa: E402
 import report  # noqa: E402  (benchmarks/)
+from unet_passes import median_ms  # noqa: E402
 
-median_ms = functools.partial(report.median_ms, repeats=15, warmups=2)
-
-_FEATURES = flags.DEFINE_list('features', ['16', '32', '64', '128'], 'U-Net widths per level.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Images per batch.')
-_SIZE = flags.DEFINE_integer('size', 128, 'Image side at the top level.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
 
 GROUPS = 8
 LEVELS = [name for name, code in fused_norm.ISA_LEVELS.items() if code > 0]
@@ -61,10 +51,7 @@ def jaxseg_times(x, dy, isa):
 
 def torch_times(torch, x, dy, memory_format):
   dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
-  as_torch = lambda a: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
-      np.transpose(np.asarray(a, np.float32), (0, 3, 1, 2)))).to(dtype).contiguous(
-          memory_format=memory_format)
-  tx, tdy = as_torch(x), as_torch(dy)
+  tx, tdy = (unet_passes.to_torch(torch, a, memory_format) for a in (x, dy))
   norm = torch.nn.GroupNorm(GROUPS, x.shape[-1]).to(dtype)
 
   def forward():
@@ -94,17 +81,16 @@ def main(argv):
     versions = f'jax {jax.__version__}, torch {torch.__version__}'
   except ImportError:
     versions = f'jax {jax.__version__} (no PyTorch)'
-  features = [int(f) for f in _FEATURES.value]
-  dtype = jnp.dtype(_DTYPE.value)
-  print(f'{versions}; {report.machine()}; {_DTYPE.value}; U-Net {features}, batch '
-        f'{_BATCH.value}, {_SIZE.value}^2; GroupNorm({GROUPS}) + ReLU; ms, median of 15')
+  features = unet_passes.features()
+  dtype = jnp.dtype(unet_passes.DTYPE.value)
+  print(f'{versions}; {report.machine()}; {unet_passes.describe()}; GroupNorm({GROUPS}) + ReLU')
   print('| side | C | ' + ' | '.join(f'{n} {p}' for n in columns
                                      for p in ('forward', 'fwd + bwd')) + ' |')
   print('| ---: | ---: |' + ' ---: |' * (2 * len(columns)))
   totals = np.zeros((len(columns), 2))
   keys = jax.random.split(jax.random.key(0), 2)
-  for side, channels in unet_norm_shapes(features, _SIZE.value):
-    shape = (_BATCH.value, side, side, channels)
+  for side, channels in unet_norm_shapes(features, unet_passes.SIZE.value):
+    shape = (unet_passes.BATCH.value, side, side, channels)
     x = (1.0 + jax.random.normal(keys[0], shape)).astype(dtype)
     dy = jax.random.normal(keys[1], shape).astype(dtype)
     rows = np.array([measure(x, dy) for measure in columns.values()])

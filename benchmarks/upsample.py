@@ -19,29 +19,18 @@ all agree.
 
 import functools
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
 
-from absl import app, flags  # noqa: E402
-
-from jaxseg.xla_flags import apply_default_flags  # noqa: E402
-
-apply_default_flags()
-
+import unet_passes  # (benchmarks/) sets jaxseg's XLA flags before JAX starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg.models import layers, onednn  # noqa: E402
 import report  # noqa: E402  (benchmarks/)
+from unet_passes import median_ms  # noqa: E402
 
-median_ms = functools.partial(report.median_ms, repeats=15, warmups=2)
-
-_FEATURES = flags.DEFINE_list('features', ['16', '32', '64', '128'], 'U-Net widths per level.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Images per batch.')
-_SIZE = flags.DEFINE_integer('size', 128, 'Image side at the top level.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
 
 
 def upsample(x, kernel, library):
@@ -56,11 +45,8 @@ def jax_time(function, x, kernel, dy):
 def torch_time(torch, module, x, dy, memory_format):
   """Forward + backward of a PyTorch module on x (channels-last numpy layout given)."""
   dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
-  as_torch = lambda a: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
-      np.transpose(np.asarray(a, np.float32), (0, 3, 1, 2)))).to(dtype).contiguous(
-          memory_format=memory_format)
   module = module.to(dtype).to(memory_format=memory_format)
-  tx, tdy = as_torch(x), as_torch(dy)
+  tx, tdy = (unet_passes.to_torch(torch, a, memory_format) for a in (x, dy))
 
   def both():
     x = tx.detach().requires_grad_()
@@ -117,33 +103,32 @@ def main(argv):
     versions = f'jax {jax.__version__}, torch {torch.__version__}'
   except ImportError:
     torch, formats, versions = None, {}, f'jax {jax.__version__} (no PyTorch)'
-  features = [int(f) for f in _FEATURES.value]
-  dtype = jnp.dtype(_DTYPE.value)
+  features = unet_passes.features()
+  dtype = jnp.dtype(unet_passes.DTYPE.value)
   libraries = {'jaxseg XLA': 'xla'}
   if onednn.available():
     libraries['jaxseg oneDNN'] = 'onednn'
   names = [*libraries, *formats]
-  print(f'{versions}; {report.machine()}; {_DTYPE.value}; U-Net {features}, batch '
-        f'{_BATCH.value}, {_SIZE.value}^2; forward + backward, ms, median of 15')
+  print(f'{versions}; {report.machine()}; {unet_passes.describe()}; forward + backward')
   print('| output side | C_in -> C_out | ' + ' | '.join(names) + ' |')
   print('| ---: | --- |' + ' ---: |' * len(names))
   totals = np.zeros(len(names))
   keys = jax.random.split(jax.random.key(0), 3)
   for level in reversed(range(len(features) - 1)):
-    side, c_in, c_out = _SIZE.value >> level, features[level + 1], features[level]
-    x = jax.random.normal(keys[0], (_BATCH.value, side // 2, side // 2, c_in)).astype(dtype)
+    side, c_in, c_out = unet_passes.SIZE.value >> level, features[level + 1], features[level]
+    x = jax.random.normal(keys[0], (unet_passes.BATCH.value, side // 2, side // 2, c_in)).astype(dtype)
     kernel = (0.1 * jax.random.normal(keys[1], (c_in, 4 * c_out))).astype(dtype)
-    dy = jax.random.normal(keys[2], (_BATCH.value, side, side, c_out)).astype(dtype)
+    dy = jax.random.normal(keys[2], (unet_passes.BATCH.value, side, side, c_out)).astype(dtype)
     times = compare(upsample, torch, formats, libraries, x, kernel, dy, upsampling=True)
     totals += times
     print(f'| {side}² | {c_in} -> {c_out} | ' + ' | '.join(f'{t:.2f}' for t in times) + ' |',
           flush=True)
   print('| all | | ' + ' | '.join(f'{t:.1f}' for t in totals) + ' |')
   # The output head: a 1x1 convolution to 3 regions at the top level, in float32 always.
-  side, c_in = _SIZE.value, features[0]
-  x = jax.random.normal(keys[0], (_BATCH.value, side, side, c_in))
+  side, c_in = unet_passes.SIZE.value, features[0]
+  x = jax.random.normal(keys[0], (unet_passes.BATCH.value, side, side, c_in))
   kernel = 0.1 * jax.random.normal(keys[1], (c_in, 3))
-  dy = jax.random.normal(keys[2], (_BATCH.value, side, side, 3))
+  dy = jax.random.normal(keys[2], (unet_passes.BATCH.value, side, side, 3))
   times = compare(layers.pointwise, torch, formats, libraries, x, kernel, dy, upsampling=False)
   print(f'| head, {side}² (float32) | {c_in} -> 3 | ' + ' | '.join(f'{t:.2f}' for t in times)
         + ' |')

@@ -1,0 +1,49 @@
+"""What the per-pass CPU benchmarks share (conv2d.py, group_norm.py, upsample.py): jaxseg's
+XLA flags, set on import before JAX starts; the U-Net they take their shapes from, as
+flags; their timing; and arrays handed to PyTorch in its memory formats.
+
+Import it before jax: `import unet_passes  # noqa: E402` (benchmarks/ is on sys.path
+when a script there runs).
+"""
+
+import functools
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+
+apply_default_flags()
+
+import numpy as np  # noqa: E402
+
+import report  # noqa: E402  (benchmarks/)
+
+FEATURES = flags.DEFINE_list('features', ['16', '32', '64', '128'], 'U-Net widths per level.')
+BATCH = flags.DEFINE_integer('batch', 8, 'Images per batch.')
+SIZE = flags.DEFINE_integer('size', 128, 'Image side at the top level.')
+DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+
+REPEATS = 15
+median_ms = functools.partial(report.median_ms, repeats=REPEATS, warmups=2)
+
+
+def features() -> list[int]:
+  return [int(f) for f in FEATURES.value]
+
+
+def describe() -> str:
+  """The shapes and dtype of a run, for its header line."""
+  return (f'{DTYPE.value}; U-Net {features()}, batch {BATCH.value}, {SIZE.value}^2; '
+          f'ms, median of {REPEATS}')
+
+
+def to_torch(torch, array, memory_format, axes=(0, 3, 1, 2)):
+  """A channels-last jax/numpy array as a PyTorch tensor (NCHW dimensions by default) of
+  the same dtype, in `memory_format`."""
+  dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(array.dtype)]
+  values = np.ascontiguousarray(np.transpose(np.asarray(array, np.float32), axes))
+  return torch.from_numpy(values).to(dtype).contiguous(memory_format=memory_format)
