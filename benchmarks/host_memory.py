@@ -9,7 +9,8 @@ XLA:CPU allocates each execution's buffers anew. Settings (each measured in a pr
 of its own, the settings interleaved in every round):
   glibc defaults     JAXSEG_HUGE_PAGES=0: large blocks are fresh 4 KiB pages every step;
   huge pages         jaxseg's default (xla_flags.restart_with_huge_pages): 2 MiB pages;
-  kept memory        JAXSEG_KEEP_HOST_MEMORY=1 (opt-in): freed memory reused, no faults.
+  kept memory        JAXSEG_KEEP_HOST_MEMORY=1 JAXSEG_HUGE_PAGES=0: freed memory reused;
+  kept memory + huge pages   JAXSEG_KEEP_HOST_MEMORY=1 alone (huge pages stay on): both.
 Case numbers are benchmarks/compare_torch.py's (its CASES, then LARGE_CASES). Per step:
 median wall time, and the mean minor page faults and kernel (sys) CPU seconds; peak RSS
 is the process's over compilation and all steps.
@@ -32,6 +33,7 @@ SETTINGS = {
     'glibc defaults': {'huge_pages': False, 'keep_memory': False},
     'huge pages (default)': {'huge_pages': True, 'keep_memory': False},
     'kept memory': {'huge_pages': False, 'keep_memory': True},
+    'kept memory + huge pages': {'huge_pages': True, 'keep_memory': True},
 }
 
 
