@@ -115,13 +115,13 @@ def keep_freed_host_memory(environ=os.environ) -> bool:
   of handing it back to the kernel.
 
   One arena, no mmap for large blocks and a 2 GiB trim threshold let a step reuse the
-  previous step's pages: alone 0-5% faster than huge pages where the step's temporaries
-  are under 2 GiB, together with them (train.py's default) about 4%; but the heap
-  fragments and is never returned: peak memory 1.3-1.9x, and at 128^3 (temporaries
-  over the trim threshold, trimmed every step) 1.8x and slower than glibc's defaults
-  (BENCHMARKS.md). Linux with glibc only. Returns whether it
-  applied. Call it before JAX starts its threads (train.py and eval.py do, first
-  thing): heaps that threads already have are kept.
+  previous step's pages. Alone it is within 5% of huge pages' step time where the
+  temporaries are under 2 GiB; together with them (train.py's default) about 4%
+  faster. But the heap fragments and is never returned: peak memory 1.3-1.9x, and at
+  128^3 (temporaries over the trim threshold, trimmed every step) 1.8x and slower than
+  glibc's defaults (BENCHMARKS.md). Linux with glibc only. Returns whether it applied.
+  Call it before JAX starts its threads (train.py and eval.py do, first thing): heaps
+  that threads already have are kept.
   """
   if environ.get('JAXSEG_KEEP_HOST_MEMORY', '0') != '1' or _glibc_version() is None:
     return False
