@@ -8,7 +8,7 @@ Times every GroupNorm of a 2D U-Net (two per level in the encoder, the bottlenec
 the decoder; 8 groups, ReLU after) alone: the forward pass, and forward + backward (the
 gradients of input, scale and bias); median of 15 after two warm-ups, summed over the
 network. jaxseg's kernel (jaxseg/models/fused_norm.py) is timed at each x86-64 level the
-CPU has: x86-64 (SSE2, what a portable build may assume), x86-64-v3 (AVX2) and
+CPU has: baseline (SSE2, what a portable build may assume), x86-64-v3 (AVX2) and
 x86-64-v4 (AVX-512). PyTorch's native_group_norm and its backward (with the ReLU after)
 in its channels-last and its default (channels-first) memory formats, when installed.
 """

@@ -12,8 +12,8 @@ and dy and one write, recomputing the pre-activation instead of storing it.
 channels-last x of any spatial rank, float32 or bfloat16 (statistics in float32;
 tests/test_fused_norm.py). Instance norm is groups = C, layer norm groups = 1.
 
-The kernel's loops are compiled for three x86-64 levels (SSE2, AVX2, AVX-512) and run at
-the best this CPU has (`supported_isa`); `isa` caps the level, for tests that compare
+The kernel's loops are compiled for three x86-64 levels (the baseline's SSE2, AVX2,
+AVX-512; elsewhere for the baseline only) and run at the best this CPU has (`supported_isa`); `isa` caps the level, for tests that compare
 the levels and for benchmarks.
 
 The kernel is built by `pip install` where a C++ compiler with OpenMP is available
@@ -37,7 +37,7 @@ ACTIVATIONS = {'none': (0, 0.0), 'relu': (1, 0.0), 'leaky_relu': (2, 0.01)}
 DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
 EPSILON = 1e-6  # flax.linen.GroupNorm's default
 # The kernel's `isa` attribute: 'auto' is the best level the CPU has.
-ISA_LEVELS = {'auto': 0, 'x86-64': 1, 'x86-64-v3': 2, 'x86-64-v4': 3}
+ISA_LEVELS = {'auto': 0, 'baseline': 1, 'x86-64-v3': 2, 'x86-64-v4': 3}
 
 
 @functools.cache
@@ -60,8 +60,9 @@ def unavailable_reason() -> str:
 
 
 def supported_isa() -> str | None:
-  """The best x86-64 level the kernel runs at on this CPU ('x86-64' is SSE2 only, v3 AVX2,
-  v4 AVX-512); None where the kernel is not built."""
+  """The best level the kernel runs at on this CPU: 'baseline' (what the compiler may
+  assume anywhere: SSE2 on x86-64, and the only level elsewhere), 'x86-64-v3' (AVX2) or
+  'x86-64-v4' (AVX-512); None where the kernel is not built."""
   if not available():
     return None
   library = ctypes.CDLL(importlib.util.find_spec('jaxseg._group_norm').origin)
@@ -86,7 +87,7 @@ def _kernel_attributes(x, activation, isa):
 def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int,
                activation: str = 'none', isa: str = 'auto') -> jax.Array:
   """activation(GroupNorm(x) * scale + bias), over groups of x's last axis; `isa`, a key
-  of ISA_LEVELS, the highest x86-64 level the kernel may use."""
+  of ISA_LEVELS, the highest level the kernel may use."""
   return _forward(x, scale, bias, groups, activation, isa)[0]
 
 
