@@ -329,7 +329,7 @@ def pointwise(x: jax.Array, kernel: jax.Array, library: str = 'xla') -> jax.Arra
   """x @ kernel for channels-last x and a (C_in, C_out) kernel: a dense layer per voxel.
 
   With `library` 'onednn', oneDNN computes it as a 1^d convolution. For the U-Net's
-  upsampling and output head that is 2-5x faster on CPU, forward + backward
+  upsampling and output heads that is 1.6-4.5x faster on CPU, forward + backward
   (BENCHMARKS.md): XLA:CPU copies the incoming gradient twice, once per layout its two
   products want, and takes the kernel's gradient through a slow transposed dot;
   oneDNN's passes read it as it is.
