@@ -417,7 +417,8 @@ def main():
        f'{"torch.compile" if args.torch_compile else "eager"}); XLA_FLAGS='
        f'{os.environ.get("XLA_FLAGS", "")!r}; host memory: JAX GLIBC_TUNABLES='
        f'{os.environ.get("GLIBC_TUNABLES", "")!r} (jaxseg\'s default), PyTorch '
-       f'JAXSEG_HUGE_PAGES=0 JAXSEG_KEEP_HOST_MEMORY=1 (its fastest).')
+       f'JAXSEG_HUGE_PAGES={int(TORCH_HOST_MEMORY["huge_pages"])} JAXSEG_KEEP_HOST_MEMORY='
+       f'{int(TORCH_HOST_MEMORY["keep_memory"])} (its fastest).')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).
@@ -461,7 +462,6 @@ def main():
        '| peak RSS GiB | JAX / faster PyTorch, train | JAX / faster PyTorch, infer |')
   emit('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for label, batch, results in rows:
-    j = results[JAX]
     # The peer at its best: the faster of PyTorch's two memory formats, per column.
     best_train = min(results[f]['train_s'] for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST))
     best_infer = min(results[f]['infer_s'] for f in (TORCH_CHANNELS_FIRST, TORCH_CHANNELS_LAST))

@@ -50,7 +50,7 @@ def jaxseg_times(x, dy, isa):
 
 
 def torch_times(torch, x, dy, memory_format):
-  dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
+  dtype = unet_passes.torch_dtype(torch, x)
   tx, tdy = (unet_passes.to_torch(torch, a, memory_format) for a in (x, dy))
   norm = torch.nn.GroupNorm(GROUPS, x.shape[-1]).to(dtype)
 

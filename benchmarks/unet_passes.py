@@ -41,9 +41,14 @@ def describe() -> str:
           f'ms, median of {REPEATS}')
 
 
+def torch_dtype(torch, array):
+  """PyTorch's dtype for a float32 or bfloat16 jax array."""
+  return {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(array.dtype)]
+
+
 def to_torch(torch, array, memory_format, axes=(0, 3, 1, 2)):
   """A channels-last jax/numpy array as a PyTorch tensor (NCHW dimensions by default) of
   the same dtype, in `memory_format`."""
-  dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(array.dtype)]
   values = np.ascontiguousarray(np.transpose(np.asarray(array, np.float32), axes))
-  return torch.from_numpy(values).to(dtype).contiguous(memory_format=memory_format)
+  return torch.from_numpy(values).to(torch_dtype(torch, array)).contiguous(
+      memory_format=memory_format)

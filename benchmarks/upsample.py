@@ -44,7 +44,7 @@ def jax_time(function, x, kernel, dy):
 
 def torch_time(torch, module, x, dy, memory_format):
   """Forward + backward of a PyTorch module on x (channels-last numpy layout given)."""
-  dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
+  dtype = unet_passes.torch_dtype(torch, x)
   module = module.to(dtype).to(memory_format=memory_format)
   tx, tdy = (unet_passes.to_torch(torch, a, memory_format) for a in (x, dy))
 
