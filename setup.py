@@ -1,4 +1,4 @@
-"""Builds jaxseg's optional CPU kernels (jaxseg/kernels/).
+"""Builds jaxseg's optional CPU kernels (jaxseg/models/backend/kernels/).
 
 Everything else is declared in setup.cfg. Each extension is a plain shared library that
 jaxseg loads and registers with jax.ffi:
@@ -87,12 +87,12 @@ SKIPPED = {'jaxseg._onednn': 'oneDNN convolutions',
 
 setup(
     ext_modules=[
-        Extension('jaxseg._onednn', ['jaxseg/kernels/onednn_conv.cc'], language='c++',
+        Extension('jaxseg._onednn', ['jaxseg/models/backend/kernels/onednn_conv.cc'], language='c++',
                   extra_compile_args=['-std=c++17', '-O2'],
                   extra_link_args=[f'-l:{ONEDNN_LIBRARY}'], optional=True),
         # -O3: the row loops must be vectorised (group_norm.cc); OpenMP threads them.
-        Extension('jaxseg._group_norm', ['jaxseg/kernels/group_norm.cc'], language='c++',
-                  depends=['jaxseg/kernels/group_norm_passes.inc'],
+        Extension('jaxseg._group_norm', ['jaxseg/models/backend/kernels/group_norm.cc'], language='c++',
+                  depends=['jaxseg/models/backend/kernels/group_norm_passes.inc'],
                   extra_compile_args=['-std=c++17', '-O3', '-fopenmp'],
                   extra_link_args=['-fopenmp'], optional=True),
     ],

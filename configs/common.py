@@ -93,6 +93,22 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = {'2d': 200, '3d': 100}.get(variant, 1000)
+
+  # What computes the layers: speed only, never the parameters or (beyond float
+  # rounding) the values; a restart may change them. 'auto' picks per device
+  # (jaxseg/models/backend/__init__.py; measured in BENCHMARKS.md).
+  config.compute = ml_collections.ConfigDict()
+  # Convolutions and per-voxel products: 'onednn' (jaxseg's oneDNN extension, built by
+  # pip install where it can be), 'xla', or 'auto' = onednn on a single CPU device
+  # where built, xla elsewhere (several devices, GPU, TPU).
+  config.compute.conv_library = 'auto'
+  # Each norm and the activation after it: 'cpu' (jaxseg's fused GroupNorm kernel),
+  # 'xla' (flax's GroupNorm, then the activation), or 'auto' as for conv_library.
+  config.compute.norm_kernel = 'auto'
+  # 3D convolutions: 'native', 'depth_folded' (one 2D convolution over stacked depth
+  # taps, for XLA:CPU's slow 3D ones), or 'auto' = depth_folded on CPU when XLA computes
+  # the convolutions, native otherwise.
+  config.compute.conv3d = 'auto'
   return config
 
 
@@ -106,22 +122,9 @@ def model_defaults(variant: str | None) -> ml_collections.ConfigDict:
   model.activation = 'relu'         # relu | leaky_relu | gelu | silu
   model.upsampling = 'transpose'    # transpose | resize
   model.deep_supervision = False
-  # How 3D convolutions are computed (same parameters and values): 'depth_folded' (one
-  # 2D convolution over stacked depth taps, much faster on XLA:CPU), 'native', or
-  # 'auto' = depth_folded on CPU, native on GPU / TPU.
-  model.conv3d = 'auto'
-  # Which library computes the (2D and depth-folded) convolutions: 'onednn' (jaxseg's
-  # oneDNN extension, built by pip install where it can be: 1.2-1.5x faster train steps
-  # on CPU, BENCHMARKS.md), 'xla', or 'auto' = onednn on a single CPU device when built,
-  # xla otherwise and on GPU / TPU. Same parameters and values either way.
-  model.conv_library = 'auto'
-  # Which kernel computes each norm and the activation after it: 'cpu' (jaxseg's fused
-  # GroupNorm + activation kernel, built by pip install where a C++ compiler is found),
-  # 'xla' (flax's GroupNorm, then the activation), or 'auto' = cpu on a single CPU
-  # device when built, xla otherwise and on GPU / TPU. Same parameters and values.
-  model.norm_kernel = 'auto'
   # Recompute each U-Net level's conv block (and ConvLSTM cell) in the backward pass
-  # instead of keeping its activations: less memory on GPU / TPU, ~1/3 more compute.
+  # instead of keeping its activations: less memory on GPU / TPU, for a second forward
+  # pass of each level.
   model.remat_levels = False
   model.dtype = 'float32'           # computation dtype: float32 | bfloat16
   model.param_dtype = 'float32'

@@ -118,12 +118,20 @@ def _where_in(path: str, error: Exception) -> str:
   return f'{path} line {frames[-1].lineno}: ' if frames else ''
 
 
+# Keys that moved, old name -> new name, so that an old command line says where.
+MOVED_KEYS = {f'model.{key}': f'compute.{key}'
+              for key in ('conv_library', 'norm_kernel', 'conv3d')}
+
+
 def _check_overrides(argv: list[str], config: ml_collections.ConfigDict) -> None:
   """Each --config.a.b=value names an existing key (full path and a suggestion if not)."""
   for arg in argv[1:]:
     if not arg.startswith('--config.'):
       continue
     key = arg[len('--config.'):].split('=', 1)[0]
+    if key in MOVED_KEYS:
+      raise ConfigError(f'--config.{key}: this key is now {MOVED_KEYS[key]!r}; use '
+                        f'--config.{MOVED_KEYS[key]}=...')
     node = config
     for depth, name in enumerate(key.split('.')):
       if isinstance(node, ml_collections.ConfigDict) and name in node:

@@ -88,8 +88,8 @@ def make_optimiser(train_config: ml_collections.ConfigDict,
 def init_key(seed: int) -> jax.Array:
   """PRNG key for parameter initialisation.
 
-  'rbg' rather than the default threefry: XLA:CPU takes seconds to compile each
-  threefry sampler (about 5 s for one normal draw here), which dominated start-up.
+  'rbg' rather than the default threefry: XLA:CPU compiles each threefry sampler so
+  slowly that it dominated start-up (BENCHMARKS.md).
   """
   return jax.random.key(seed, impl='rbg')
 
@@ -108,7 +108,7 @@ def setup_model(config: ml_collections.ConfigDict, data: SegmentationData):
 
   `init_state()` builds the initial state; `abstract_state` is its shapes and dtypes.
   """
-  model = build_model(config.model, num_outputs=len(data.regions))
+  model = build_model(config.model, len(data.regions), config.compute)
   input_shape = (1, *config.data.image_size, len(data.channels))
   init_state = functools.partial(create_train_state, model, make_optimiser(config.train),
                                  input_shape, config.train.seed)

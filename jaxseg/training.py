@@ -46,7 +46,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.train.on_nonfinite not in ('stop', 'skip'):
     raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                      f'{config.train.on_nonfinite!r}')
-  model = build_model(config.model, num_outputs=1)
+  model = build_model(config.model, 1, config.compute)
   check_input_shape(config.data.image_size, len(config.model.features), 'data.image_size')
   make_train_step(config)  # loss, augmentation, micro-batches
   learning_rate_schedule(config.train)

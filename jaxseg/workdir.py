@@ -70,10 +70,25 @@ def read_config(workdir: str, defaults: ml_collections.ConfigDict | None = None
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
-  saved = _read_json(path)
+  saved = _with_compute_section(_read_json(path))
   if defaults is not None:
     saved = _merged(json.loads(defaults.to_json()), saved)
   return ml_collections.ConfigDict(saved)
+
+
+# Keys that were `model.*` before they had their own `compute` section.
+_COMPUTE_KEYS = ('conv_library', 'norm_kernel', 'conv3d')
+
+
+def _with_compute_section(saved):
+  """A config.json written when these keys were model.*: they move to compute.*."""
+  model = saved.get('model') if isinstance(saved, dict) else None
+  if isinstance(model, dict) and any(key in model for key in _COMPUTE_KEYS):
+    compute = saved.setdefault('compute', {})
+    for key in _COMPUTE_KEYS:
+      if key in model:
+        compute.setdefault(key, model.pop(key))
+  return saved
 
 
 def saved_model_name(workdir: str) -> str | None:
@@ -94,11 +109,10 @@ def _merged(defaults: dict, saved: dict) -> dict:
 
 
 # Config entries that decide the saved state's shapes and meaning; a restart may change
-# everything else (more steps, another learning rate, remat, compute dtype, conv3d,
-# conv_library, norm_kernel).
+# everything else (more steps, another learning rate, remat, compute dtype, the
+# compute section).
 _ARCHITECTURE_KEYS = ('model', 'data.image_size')
-_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype', 'conv3d', 'conv_library',
-                       'norm_kernel')
+_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype')
 
 
 def _architecture(config: ml_collections.ConfigDict) -> dict:

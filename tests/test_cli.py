@@ -14,7 +14,8 @@ from helpers import ROOT, assert_one_line_error, run
     ('--config.train.num_steps=many', 'num_steps'),
     ('--config.model.name=resnet', 'model.name'),
     ('--config.model.norm=batch', 'model.norm'),
-    ('--config.model.conv3d=fast', 'model.conv3d'),
+    ('--config.compute.conv3d=fast', 'compute.conv3d'),
+    ('--config.model.conv3d=native', 'now \'compute.conv3d\''),
     ('--config.train.batch_size=0', 'train.batch_size'),
 ])
 def test_bad_config_is_one_line(tmp_path, override, word):

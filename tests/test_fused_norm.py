@@ -1,4 +1,4 @@
-"""jaxseg's fused GroupNorm + activation CPU kernel (jaxseg/models/fused_norm.py) against
+"""jaxseg's fused GroupNorm + activation CPU kernel (jaxseg/models/backend/fused_norm.py) against
 flax's GroupNorm followed by the activation.
 
 Values and the gradients of input, scale and bias in float32 and bfloat16, for group,
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from jaxseg.errors import ConfigError
-from jaxseg.models import LSTMUNet, UNet, UNetSettings, ffi_library, fused_norm, layers
+from jaxseg.models import LSTMUNet, Ops, UNet, UNetSettings
+from jaxseg.models.backend import NORM_KERNELS, ffi_library, fused_norm, modules, ops_from_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDABLE = platform.system() == 'Linux' and shutil.which('c++') is not None
@@ -41,13 +42,13 @@ def test_the_kernel_is_built_where_it_can_be():
 
 def test_the_kernels_leaky_relu_slope_is_the_models():
   slope = fused_norm.ACTIVATIONS['leaky_relu'][1]
-  assert float(layers.get_activation('leaky_relu')(jnp.float32(-1.0))) == pytest.approx(-slope)
+  assert float(modules.get_activation('leaky_relu')(jnp.float32(-1.0))) == pytest.approx(-slope)
 
 
 def _reference(x, scale, bias, groups, activation):
   y = nn.GroupNorm(num_groups=groups, dtype=x.dtype).apply(
       {'params': {'scale': scale, 'bias': bias}}, x)
-  return y if activation == 'none' else layers.get_activation(activation)(y)
+  return y if activation == 'none' else modules.get_activation(activation)(y)
 
 
 def _check_against_flax(shape, groups, activation, dtype, tolerance, isa='auto'):
@@ -143,13 +144,13 @@ def test_a_loss_through_two_norms_and_a_dense_layer():
 def test_the_norm_module_has_the_same_parameters_and_values_with_either_kernel(kind, activation):
   """gelu is not in the kernel: the module falls back to flax's GroupNorm + gelu."""
   x = 1.0 + jax.random.normal(jax.random.key(3), (2, 5, 5, 6))
-  modules = {k: layers.Norm(kind, num_groups=4, activation=activation, kernel=k)
-             for k in layers.NORM_KERNELS}
-  params = modules['xla'].init(jax.random.key(4), x)
-  assert (jax.tree.structure(modules['cpu'].init(jax.random.key(4), x))
+  norms = {k: Ops(norm_kernel=k).norm_act(kind, num_groups=4, activation=activation)
+           for k in NORM_KERNELS}
+  params = norms['xla'].init(jax.random.key(4), x)
+  assert (jax.tree.structure(norms['cpu'].init(jax.random.key(4), x))
           == jax.tree.structure(params))
   params = jax.tree.map(lambda p: p + 0.1 * jnp.arange(p.size).reshape(p.shape), params)
-  got, want = (modules[k].apply(params, x) for k in ('cpu', 'xla'))
+  got, want = (norms[k].apply(params, x) for k in ('cpu', 'xla'))
   assert _relative_error(got, want) < 1e-5
 
 
@@ -163,9 +164,10 @@ def test_models_are_the_same_function_with_either_kernel(model_kind, shape, dtyp
   tolerance = 1e-4 if dtype == 'float32' else 5e-2
 
   def build(kernel):
-    settings = UNetSettings(features=(4, 8), num_outputs=2, norm_kernel=kernel, dtype=dtype)
-    return (LSTMUNet(settings, num_iterations=2, lstm_at=('bottleneck',))
-            if model_kind == 'lstm_unet' else UNet(settings))
+    settings = UNetSettings(features=(4, 8), num_outputs=2, dtype=dtype)
+    ops = Ops(norm_kernel=kernel)
+    return (LSTMUNet(settings, ops, num_iterations=2, lstm_at=('bottleneck',))
+            if model_kind == 'lstm_unet' else UNet(settings, ops))
   params = build('xla').init(jax.random.key(6), x)['params']
 
   def loss(kernel, params):
@@ -173,7 +175,7 @@ def test_models_are_the_same_function_with_either_kernel(model_kind, shape, dtyp
     return jnp.mean(jax.nn.sigmoid(logits) ** 2), logits
   results = {kernel: jax.jit(jax.value_and_grad(lambda p, k=kernel: loss(k, p),
                                                 has_aux=True))(params)
-             for kernel in layers.NORM_KERNELS}
+             for kernel in NORM_KERNELS}
   (_, logits), grads = results['cpu']
   (_, want_logits), want_grads = results['xla']
   assert _relative_error(logits, want_logits) < tolerance
@@ -181,27 +183,46 @@ def test_models_are_the_same_function_with_either_kernel(model_kind, shape, dtyp
     assert _relative_error(got, expected) < 10 * tolerance
 
 
+def _norm_kernel(value, backend='cpu', num_devices=1):
+  compute = {'conv_library': 'xla', 'norm_kernel': value, 'conv3d': 'auto'}
+  return ops_from_config(compute, backend=backend, num_devices=num_devices).norm_kernel
+
+
 def test_auto_picks_the_kernel_only_on_a_single_cpu_device(monkeypatch):
   monkeypatch.setattr(fused_norm, 'available', lambda: True)
-  assert layers.resolve_norm_kernel('auto', 'cpu', num_devices=1) == 'cpu'
-  assert layers.resolve_norm_kernel('auto', 'cpu', num_devices=4) == 'xla'
-  assert layers.resolve_norm_kernel('auto', 'gpu', num_devices=1) == 'xla'
-  assert layers.resolve_norm_kernel('xla', 'cpu') == 'xla'
-  with pytest.raises(ConfigError, match='model.norm_kernel: the fused CPU kernel cannot '
-                                        'run on gpu'):
-    layers.resolve_norm_kernel('cpu', 'gpu')
+  assert _norm_kernel('auto', 'cpu', num_devices=1) == 'cpu'
+  assert _norm_kernel('auto', 'cpu', num_devices=4) == 'xla'
+  assert _norm_kernel('auto', 'gpu', num_devices=1) == 'xla'
+  assert _norm_kernel('xla', 'cpu') == 'xla'
+  with pytest.raises(ConfigError, match='compute.norm_kernel: the fused GroupNorm kernel '
+                                        'cannot run on gpu'):
+    _norm_kernel('cpu', 'gpu')
   monkeypatch.setattr(fused_norm, 'available', lambda: False)
-  assert layers.resolve_norm_kernel('auto', 'cpu', num_devices=1) == 'xla'
-  with pytest.raises(ConfigError, match='model.norm_kernel: fused GroupNorm kernel requested'):
-    layers.resolve_norm_kernel('cpu', 'cpu')
-  with pytest.raises(ConfigError, match="model.norm_kernel: unknown kernel 'triton'"):
-    layers.resolve_norm_kernel('triton', 'cpu')
+  assert _norm_kernel('auto', 'cpu', num_devices=1) == 'xla'
+  with pytest.raises(ConfigError, match='compute.norm_kernel: fused GroupNorm kernel requested'):
+    _norm_kernel('cpu', 'cpu')
+  with pytest.raises(ConfigError, match="compute.norm_kernel: unknown choice 'triton'"):
+    _norm_kernel('triton', 'cpu')
+
+
+def test_the_level_is_capped_like_onednns():
+  """JAXSEG_MAX_CPU_ISA names the level; unset, ONEDNN_MAX_CPU_ISA's level caps it."""
+  assert fused_norm.max_isa({}) == 'auto'
+  assert fused_norm.max_isa({'ONEDNN_MAX_CPU_ISA': 'AVX2'}) == 'x86-64-v3'
+  assert fused_norm.max_isa({'ONEDNN_MAX_CPU_ISA': 'avx512_core_bf16'}) == 'x86-64-v4'
+  assert fused_norm.max_isa({'ONEDNN_MAX_CPU_ISA': 'SSE41'}) == 'baseline'
+  assert fused_norm.max_isa({'ONEDNN_MAX_CPU_ISA': 'AVX'}) == 'baseline'
+  assert fused_norm.max_isa({'ONEDNN_MAX_CPU_ISA': 'ALL'}) == 'auto'
+  assert fused_norm.max_isa({'ONEDNN_MAX_CPU_ISA': 'AVX2',
+                             'JAXSEG_MAX_CPU_ISA': 'x86-64-v4'}) == 'x86-64-v4'
+  with pytest.raises(ConfigError, match="JAXSEG_MAX_CPU_ISA='avx9'"):
+    fused_norm.max_isa({'JAXSEG_MAX_CPU_ISA': 'avx9'})
 
 
 def test_a_missing_extension_is_reported_not_raised(monkeypatch):
   monkeypatch.setattr(ffi_library.importlib.util, 'find_spec', lambda name: None)
-  loaded, reason = fused_norm._load.__wrapped__()
-  assert not loaded and 'jaxseg._group_norm was not built' in reason
+  library, reason = fused_norm._load.__wrapped__()
+  assert library is None and 'jaxseg._group_norm was not built' in reason
 
 
 def test_no_compiler_does_not_fail_the_install(tmp_path):

@@ -1,4 +1,4 @@
-"""jaxseg's oneDNN convolutions (jaxseg/models/onednn.py) against XLA's.
+"""jaxseg's oneDNN convolutions (jaxseg/models/backend/onednn.py) against XLA's.
 
 Values and both gradients of single convolutions in float32 and bfloat16, whole models
 with either library, the choice of library, and an install that cannot build the
@@ -18,7 +18,8 @@ import pytest
 
 from configs import unet
 from jaxseg.errors import ConfigError
-from jaxseg.models import LSTMUNet, UNet, UNetSettings, ffi_library, layers, onednn
+from jaxseg.models import LSTMUNet, Ops, UNet, UNetSettings
+from jaxseg.models.backend import ffi_library, onednn, ops_from_config, xla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDABLE = (platform.system() == 'Linux' and platform.machine() == 'x86_64'
@@ -27,7 +28,7 @@ needs_onednn = pytest.mark.skipif(not onednn.available(), reason='oneDNN extensi
 
 
 def _xla_conv(x, kernel):
-  return layers._conv(x, kernel, 'xla')
+  return xla.conv(x, kernel)
 
 
 def _relative_error(a, b):
@@ -97,10 +98,10 @@ def test_models_are_the_same_function_with_either_library(model_kind, shape, con
   x = jax.random.normal(jax.random.key(4), shape)
 
   def build(library):
-    settings = UNetSettings(features=(4, 8), num_outputs=2, conv3d=conv3d,
-                            conv_library=library)
-    return (LSTMUNet(settings, num_iterations=2, lstm_at=('bottleneck',))
-            if model_kind == 'lstm_unet' else UNet(settings))
+    settings = UNetSettings(features=(4, 8), num_outputs=2)
+    ops = Ops(conv_library=library, conv3d=conv3d)
+    return (LSTMUNet(settings, ops, num_iterations=2, lstm_at=('bottleneck',))
+            if model_kind == 'lstm_unet' else UNet(settings, ops))
   params = build('xla').init(jax.random.key(5), x)['params']
 
   def loss(library, params):
@@ -116,37 +117,43 @@ def test_models_are_the_same_function_with_either_library(model_kind, shape, con
     assert _relative_error(got, expected) < 1e-4
 
 
+def _conv_library(value, backend='cpu', num_devices=1):
+  compute = {'conv_library': value, 'norm_kernel': 'xla', 'conv3d': 'auto'}
+  return ops_from_config(compute, backend=backend, num_devices=num_devices).conv_library
+
+
 def test_auto_picks_onednn_only_on_a_single_cpu_device(monkeypatch):
   monkeypatch.setattr(onednn, 'available', lambda: True)
-  assert layers.resolve_conv_library('auto', 'cpu', num_devices=1) == 'onednn'
-  assert layers.resolve_conv_library('auto', 'cpu', num_devices=2) == 'xla'
-  assert layers.resolve_conv_library('auto', 'gpu', num_devices=1) == 'xla'
-  assert layers.resolve_conv_library('xla', 'cpu', num_devices=1) == 'xla'
+  assert _conv_library('auto', 'cpu', num_devices=1) == 'onednn'
+  assert _conv_library('auto', 'cpu', num_devices=2) == 'xla'
+  assert _conv_library('auto', 'gpu', num_devices=1) == 'xla'
+  assert _conv_library('xla', 'cpu', num_devices=1) == 'xla'
+  with pytest.raises(ConfigError, match="compute.conv_library: the oneDNN convolutions "
+                     "cannot run on gpu"):
+    _conv_library('onednn', 'gpu')
   monkeypatch.setattr(onednn, 'available', lambda: False)
-  assert layers.resolve_conv_library('auto', 'cpu', num_devices=1) == 'xla'
-  with pytest.raises(ConfigError, match="model.conv_library: oneDNN convolutions requested"):
-    layers.resolve_conv_library('onednn', 'cpu')
-  with pytest.raises(ConfigError, match="model.conv_library: unknown library 'mkl'"):
-    layers.resolve_conv_library('mkl', 'cpu')
+  assert _conv_library('auto', 'cpu', num_devices=1) == 'xla'
+  with pytest.raises(ConfigError, match="compute.conv_library: oneDNN convolutions requested"):
+    _conv_library('onednn', 'cpu')
+  with pytest.raises(ConfigError, match="compute.conv_library: unknown choice 'mkl'"):
+    _conv_library('mkl', 'cpu')
 
 
 @pytest.mark.parametrize('built', [True, False])
 def test_config_auto_takes_native_3d_convolutions_with_onednn(monkeypatch, built):
-  """model.conv3d = model.conv_library = 'auto' on one CPU device: oneDNN's native 3D
+  """compute.conv3d = compute.conv_library = 'auto' on one CPU device: oneDNN's native 3D
   convolutions where the extension is built, else XLA's 2D ones with folded depth."""
   monkeypatch.setattr(onednn, 'available', lambda: built)
-  monkeypatch.setattr(jax, 'device_count', lambda *args: 1)
-  model_config = unet.get_config('3d').model
-  model_config.conv3d = model_config.conv_library = 'auto'
-  settings = UNetSettings.from_config(model_config, num_outputs=3, backend='cpu')
-  assert (settings.conv_library, settings.conv3d) == (
+  compute = unet.get_config('3d').compute
+  ops = ops_from_config(compute, backend='cpu', num_devices=1)
+  assert (ops.conv_library, ops.conv3d) == (
       ('onednn', 'native') if built else ('xla', 'depth_folded'))
 
 
 def test_a_missing_extension_is_reported_not_raised(monkeypatch):
   monkeypatch.setattr(ffi_library.importlib.util, 'find_spec', lambda name: None)
-  loaded, reason = onednn._load.__wrapped__()
-  assert not loaded and 'jaxseg._onednn was not built' in reason
+  library, reason = onednn._load.__wrapped__()
+  assert library is None and 'jaxseg._onednn was not built' in reason
 
 
 def test_a_failing_build_does_not_fail_the_install(tmp_path):

@@ -22,7 +22,7 @@ config = tiny(unet.get_config(None))
 # XLA's ops on every device count ('auto' would pick jaxseg's CPU kernels on one device
 # only): the runs then differ only in how the batch is split. With the kernels, Adam
 # turns rounding-level differences of near-zero gradients into full-size updates.
-config.model.conv_library = config.model.norm_kernel = 'xla'
+config.compute.conv_library = config.compute.norm_kernel = 'xla'
 train_and_evaluate(config, sys.argv[1])
 '''
 
@@ -55,7 +55,7 @@ config = tiny(unet.get_config(None))
 # XLA's ops on every device count ('auto' would pick jaxseg's CPU kernels on one device
 # only): the runs then differ only in how the batch is split. With the kernels, Adam
 # turns rounding-level differences of near-zero gradients into full-size updates.
-config.model.conv_library = config.model.norm_kernel = 'xla'
+config.compute.conv_library = config.compute.norm_kernel = 'xla'
 train_and_evaluate(config, sys.argv[1])
 '''
 

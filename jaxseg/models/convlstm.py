@@ -6,9 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import Conv
+from jaxseg.models.backend.modules import Conv
 
 Dtype = Any
+ModuleDef = Any
 Carry = tuple[jax.Array, jax.Array]  # (cell state c, hidden state h)
 
 
@@ -20,21 +21,19 @@ class ConvLSTMCell(nn.Module):
   as separate input and recurrent kernels. The spatial rank comes from the input.
 
   Call: `(c, h), h = cell((c, h), x)`; x is (B, *spatial, C_in), c and h are
-  (B, *spatial, features).
+  (B, *spatial, features). `conv` is a convolution module constructor (a backend's, with
+  the dtypes bound).
   """
   features: int
+  conv: ModuleDef = Conv
   kernel_size: int = 3
-  conv3d: str = 'native'
-  conv_library: str = 'xla'
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
     c, h = carry
-    gates = Conv(4 * self.features, self.kernel_size, conv3d=self.conv3d,
-                 conv_library=self.conv_library, dtype=self.dtype, param_dtype=self.param_dtype, bias_init=_forget_gate_bias_init(self.features),
-                 name='gates')(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
+    gates = self.conv(4 * self.features, self.kernel_size,
+                      bias_init=_forget_gate_bias_init(self.features),
+                      name='gates')(jnp.concatenate([x, h.astype(x.dtype)], axis=-1))
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     # The cell state stays float32 under mixed precision: it accumulates over time.
     c = nn.sigmoid(f).astype(c.dtype) * c + (nn.sigmoid(i) * jnp.tanh(g)).astype(c.dtype)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.errors import ConfigError
+from jaxseg.models.backend import Ops
 from jaxseg.models.convlstm import Carry, ConvLSTMCell
 from jaxseg.models.unet import (Outputs, UNetBody, UNetSettings, check_lstm_locations,
                                 location_level)
@@ -34,10 +35,11 @@ class RefinementStep(nn.Module):
 class LSTMUNet(nn.Module):
   """Returns (logits, aux): logits (T, B, *spatial, num_outputs), one per iteration.
 
-  `settings` are those of the U-Net body; the other fields (`config.model` keys of the
-  same names) are the loop's.
+  `settings` are those of the U-Net body and `ops` what computes its layers; the other
+  fields (`config.model` keys of the same names) are the loop's.
   """
   settings: UNetSettings = UNetSettings()
+  ops: Ops = Ops()
   num_iterations: int = 3
   lstm_at: Sequence[str] = ('bottleneck',)
   remat: bool = False
@@ -62,7 +64,7 @@ class LSTMUNet(nn.Module):
       lstm_carry[location] = ConvLSTMCell.initialize_carry(shape, features[level])
     previous_probs = jnp.zeros((batch, *spatial, num_outputs), jnp.float32)
 
-    body = UNetBody(self.settings, tuple(self.lstm_at), parent=None)
+    body = UNetBody(self.settings, tuple(self.lstm_at), self.ops, parent=None)
     # remat: recompute each iteration's activations in the backward pass, so the
     # activation memory of training no longer grows with T.
     step = nn.remat(RefinementStep) if self.remat else RefinementStep

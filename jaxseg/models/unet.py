@@ -12,6 +12,7 @@ with i in 0 .. len(features) - 2; a cell sits after that level's conv block.
 """
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -21,8 +22,10 @@ import ml_collections
 
 from jaxseg.errors import ConfigError
 from jaxseg.models import layers
+from jaxseg.models.backend import Ops, modules
 from jaxseg.models.convlstm import Carry, ConvLSTMCell
 from jaxseg.models.layers import ConvBlock, Upsample, downsample
+
 Outputs = tuple[jax.Array, tuple[jax.Array, ...]]  # (logits, deep-supervision logits)
 
 
@@ -59,9 +62,8 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 class UNetSettings:
   """The settings of one U-Net pass; each field is the `config.model` key of that name.
 
-  Checked when built, so a bad value is refused before any file is written. `conv3d`
-  is 'native' or 'depth_folded', `conv_library` 'xla' or 'onednn', `norm_kernel` 'xla' or
-  'cpu' ('auto' is resolved by `from_config` for all three); dtypes are names.
+  Checked when built, so a bad value is refused before any file is written; dtypes
+  are names. What computes the layers is not a setting of the model: see `backend.Ops`.
   """
   features: tuple[int, ...] = (16, 32, 64, 128)
   num_outputs: int = 3
@@ -69,9 +71,6 @@ class UNetSettings:
   activation: str = 'relu'
   upsampling: str = 'transpose'
   deep_supervision: bool = False
-  conv3d: str = 'native'
-  conv_library: str = 'xla'
-  norm_kernel: str = 'xla'
   remat_levels: bool = False  # recompute each level's conv block and ConvLSTM cell
   dtype: str = 'float32'
   param_dtype: str = 'float32'
@@ -80,26 +79,20 @@ class UNetSettings:
     object.__setattr__(self, 'features', tuple(self.features))  # JSON configs give lists
     if len(self.features) < 2:
       raise ConfigError(f'model.features: need at least 2 levels, got {self.features}')
-    layers.check_norm(self.norm)
-    layers.get_activation(self.activation)
+    modules.check_norm(self.norm)
+    modules.get_activation(self.activation)
     layers.check_upsampling(self.upsampling)
-    layers.check_conv3d(self.conv3d)
-    layers.check_conv_library(self.conv_library)
-    layers.check_norm_kernel(self.norm_kernel)
     for key in ('dtype', 'param_dtype'):
       if getattr(self, key) not in DTYPES:
         raise ConfigError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
                          f'{sorted(DTYPES)}')
 
   @classmethod
-  def from_config(cls, model_config: ml_collections.ConfigDict, num_outputs: int,
-                  backend: str | None = None) -> 'UNetSettings':
+  def from_config(cls, model_config: ml_collections.ConfigDict, num_outputs: int
+                  ) -> 'UNetSettings':
     """The body settings of `config.model`, predicting `num_outputs` channels."""
     values = {field.name: model_config[field.name] for field in dataclasses.fields(cls)
               if field.name != 'num_outputs'}
-    values['conv_library'] = layers.resolve_conv_library(values['conv_library'], backend)
-    values['conv3d'] = layers.resolve_conv3d(values['conv3d'], backend, values['conv_library'])
-    values['norm_kernel'] = layers.resolve_norm_kernel(values['norm_kernel'], backend)
     return cls(num_outputs=num_outputs, **values)
 
   @property
@@ -117,16 +110,22 @@ class UNetBody(nn.Module):
   `lstm_carry` maps each location in `lstm_at` (valid ones, checked by LSTMUNet) to its
   ConvLSTM (c, h) state.
   `aux_logits` holds the deep-supervision heads of decoder levels 1, 2, ... (coarser
-  resolutions), empty unless `settings.deep_supervision`.
+  resolutions), empty unless `settings.deep_supervision`. `ops` computes the layers.
   """
   settings: UNetSettings
   lstm_at: Sequence[str] = ()
+  ops: Ops = Ops()
+
+  def _bound(self, constructor, dtype=None):
+    s = self.settings
+    return functools.partial(constructor, dtype=dtype or s.compute_dtype,
+                             param_dtype=s.parameter_dtype)
 
   def _block(self, features, name):
     s = self.settings
     block = nn.remat(ConvBlock) if s.remat_levels else ConvBlock
-    return block(features, s.norm, s.activation, s.conv3d, s.conv_library, s.norm_kernel,
-                 s.compute_dtype, s.parameter_dtype, name=name)
+    return block(features, self._bound(self.ops.conv), self._bound(self.ops.norm_act),
+                 s.norm, s.activation, name=name)
 
   def _maybe_lstm(self, location, x, carry, new_carry):
     if location not in self.lstm_at:
@@ -134,16 +133,12 @@ class UNetBody(nn.Module):
     s = self.settings
     level = location_level(location, len(s.features))
     cell_class = nn.remat(ConvLSTMCell) if s.remat_levels else ConvLSTMCell
-    cell = cell_class(s.features[level], conv3d=s.conv3d, conv_library=s.conv_library,
-                      dtype=s.compute_dtype,
-                      param_dtype=s.parameter_dtype, name=f'lstm_{location}')
+    cell = cell_class(s.features[level], self._bound(self.ops.conv), name=f'lstm_{location}')
     new_carry[location], x = cell(carry[location], x)
     return x
 
   def _head(self, x, name):
-    s = self.settings
-    return layers.Dense(s.num_outputs, conv_library=s.conv_library, dtype=jnp.float32,
-                        param_dtype=s.parameter_dtype, name=name)(x)
+    return self._bound(self.ops.dense, jnp.float32)(self.settings.num_outputs, name=name)(x)
 
   @nn.compact
   def __call__(self, carry: dict[str, Carry], x: jax.Array):
@@ -162,8 +157,8 @@ class UNetBody(nn.Module):
     x = self._maybe_lstm('bottleneck', x, carry, new_carry)
     aux = []
     for level in reversed(range(num_levels - 1)):
-      x = Upsample(s.features[level], s.upsampling, s.compute_dtype, s.parameter_dtype,
-                   s.conv_library, name=f'upsample{level}')(x)
+      x = Upsample(s.features[level], self._bound(self.ops.dense), s.upsampling,
+                   s.parameter_dtype, name=f'upsample{level}')(x)
       x = jnp.concatenate([x, skips[level]], axis=-1)
       x = self._block(s.features[level], f'decoder{level}')(x)
       x = self._maybe_lstm(f'decoder{level}', x, carry, new_carry)
@@ -178,8 +173,9 @@ class UNet(nn.Module):
   the same output structure as the LSTM-U-Net, so losses and metrics treat both alike.
   """
   settings: UNetSettings = UNetSettings()
+  ops: Ops = Ops()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Outputs:
-    _, (logits, aux) = UNetBody(self.settings, name='body')({}, x)
+    _, (logits, aux) = UNetBody(self.settings, ops=self.ops, name='body')({}, x)
     return logits[None], tuple(a[None] for a in aux)

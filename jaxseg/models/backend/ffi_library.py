@@ -13,19 +13,21 @@ from collections.abc import Iterable
 import jax
 
 
-def load(extension: str, targets: Iterable[str], preload: str | None = None) -> tuple[bool, str]:
+def load(extension: str, targets: Iterable[str], preload: str | None = None
+         ) -> tuple[ctypes.CDLL | None, str]:
   """Loads `extension` (a module name such as 'jaxseg._onednn') and registers its handler
-  symbols `targets` as CPU custom-call targets: (loaded, why not). `preload` is a shared
-  library to load first, globally, for an extension that links it by name."""
+  symbols `targets` as CPU custom-call targets: (the library, or None and why not).
+  `preload` is a shared library to load first, globally, for an extension that links it
+  by name."""
   spec = importlib.util.find_spec(extension)
   if spec is None or not spec.origin:
-    return False, f'the extension {extension} was not built'
+    return None, f'the extension {extension} was not built'
   try:
     if preload:
       ctypes.CDLL(preload, mode=ctypes.RTLD_GLOBAL)
     library = ctypes.CDLL(spec.origin)
   except OSError as error:
-    return False, f'the extension {extension} did not load: {error}'
+    return None, f'the extension {extension} did not load: {error}'
   for name in targets:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform='cpu')
-  return True, ''
+  return library, ''

@@ -13,46 +13,53 @@ channels-last x of any spatial rank, float32 or bfloat16 (statistics in float32;
 tests/test_fused_norm.py). Instance norm is groups = C, layer norm groups = 1.
 
 The kernel's loops are compiled for three x86-64 levels (the baseline's SSE2, AVX2,
-AVX-512; elsewhere for the baseline only) and run at the best this CPU has (`supported_isa`); `isa` caps the level, for tests that compare
-the levels and for benchmarks.
+AVX-512; elsewhere for the baseline only) and run at the best this CPU has
+(`supported_isa`), capped like oneDNN's: JAXSEG_MAX_CPU_ISA=baseline|x86-64-v3|x86-64-v4
+or, when unset, the level of ONEDNN_MAX_CPU_ISA (AVX2 caps at x86-64-v3, SSE41 at the
+baseline), so that one machine runs the paths of older CPUs. `group_norm`'s `isa`
+caps it for one call (tests, benchmarks).
 
 The kernel is built by `pip install` where a C++ compiler with OpenMP is available
-(setup.py) into `jaxseg._group_norm`; layers.resolve_norm_kernel picks it by default
-on CPU and says once, in one line, why not when it could not.
+(setup.py) into `jaxseg._group_norm`; the backend (__init__.py) picks it by default on
+one CPU device and says once, in one line, why not when it could not.
 """
 
 import ctypes
 import functools
-import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models import ffi_library
+from jaxseg.errors import ConfigError
+from jaxseg.models.backend import ffi_library
 
 # Activation name -> (the kernel's code, negative slope). The slope is layers'
 # leaky_relu's; tests compare the two.
 ACTIVATIONS = {'none': (0, 0.0), 'relu': (1, 0.0), 'leaky_relu': (2, 0.01)}
 DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
 EPSILON = 1e-6  # flax.linen.GroupNorm's default
-# The kernel's `isa` attribute: 'auto' is the best level the CPU has.
+# The kernel's `isa` attribute: 'auto' is the best level the CPU has, as capped.
 ISA_LEVELS = {'auto': 0, 'baseline': 1, 'x86-64-v3': 2, 'x86-64-v4': 3}
+# ONEDNN_MAX_CPU_ISA's values by prefix (longest first) -> our level.
+_ONEDNN_ISA_LEVELS = (('AVX512', 'x86-64-v4'), ('AVX10', 'x86-64-v4'), ('AMX', 'x86-64-v4'),
+                      ('AVX2', 'x86-64-v3'), ('AVX', 'baseline'), ('SSE', 'baseline'))
 
 
 @functools.cache
-def _load() -> tuple[bool, str]:
+def _load():
   targets = [f'jaxseg_group_norm_{kernel_pass}_{suffix}'
              for kernel_pass in ('forward', 'backward') for suffix in DTYPES.values()]
-  loaded, reason = ffi_library.load('jaxseg._group_norm', targets)
-  if not loaded and 'not built' in reason:
+  library, reason = ffi_library.load('jaxseg._group_norm', targets)
+  if library is None and 'not built' in reason:
     reason += ' (pip install needs a C++ compiler with OpenMP)'
-  return loaded, reason
+  return library, reason
 
 
 def available() -> bool:
   """Whether the fused GroupNorm kernel is built and loaded (CPU only)."""
-  return _load()[0]
+  return _load()[0] is not None
 
 
 def unavailable_reason() -> str:
@@ -65,10 +72,31 @@ def supported_isa() -> str | None:
   'x86-64-v4' (AVX-512); None where the kernel is not built."""
   if not available():
     return None
-  library = ctypes.CDLL(importlib.util.find_spec('jaxseg._group_norm').origin)
+  library = _load()[0]
   library.jaxseg_group_norm_supported_isa.restype = ctypes.c_int64
   level = library.jaxseg_group_norm_supported_isa()
   return next(name for name, code in ISA_LEVELS.items() if code == level)
+
+
+def max_isa(environ=os.environ) -> str:
+  """The level the environment caps the kernel at ('auto': no cap)."""
+  ours = environ.get('JAXSEG_MAX_CPU_ISA', '').strip()
+  if ours:
+    if ours not in ISA_LEVELS:
+      raise ConfigError(f'JAXSEG_MAX_CPU_ISA={ours!r}: unknown level; choose one of '
+                        f'{tuple(ISA_LEVELS)}')
+    return ours
+  onednn = environ.get('ONEDNN_MAX_CPU_ISA', environ.get('DNNL_MAX_CPU_ISA', '')).upper()
+  return next((level for prefix, level in _ONEDNN_ISA_LEVELS if onednn.startswith(prefix)),
+              'auto')
+
+
+def effective_isa() -> str | None:
+  """The level the kernel runs at here: the CPU's best, as capped; None where not built."""
+  best, cap = supported_isa(), max_isa()
+  if best is None or cap == 'auto':
+    return best
+  return min(best, cap, key=ISA_LEVELS.get)
 
 
 def supports(x: jax.Array, activation: str) -> bool:
@@ -77,10 +105,12 @@ def supports(x: jax.Array, activation: str) -> bool:
   return x.ndim >= 3 and x.dtype in DTYPES and activation in ACTIVATIONS
 
 
-def _kernel_attributes(x, activation, isa):
+def _kernel_attributes(x, activation, isa_level):
   code, slope = ACTIVATIONS[activation]
+  if isa_level == 'auto':
+    isa_level = max_isa()
   return DTYPES[jnp.dtype(x.dtype)], dict(activation=np.int64(code), slope=np.float32(slope),
-                                          isa=np.int64(ISA_LEVELS[isa]))
+                                          isa=np.int64(ISA_LEVELS[isa_level]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
