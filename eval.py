@@ -17,13 +17,9 @@ import sys
 
 from absl import flags
 
-from jaxseg.xla_flags import (apply_default_flags, enable_compilation_cache,
-                              keep_freed_host_memory, restart_with_huge_pages)
+from jaxseg.startup import prepare_process
 
-restart_with_huge_pages()  # first: it re-executes this command
-keep_freed_host_memory()  # opt-in; before JAX starts its threads
-apply_default_flags()  # before JAX starts its backend
-enable_compilation_cache()
+prepare_process()  # first: it may re-execute this command
 
 from jaxseg import cli, eval_workdir, workdir as workdir_files
 

@@ -54,14 +54,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jaxseg.xla_flags import (allocator_environment, apply_default_flags,  # noqa: E402
-                              keep_freed_host_memory, restart_with_huge_pages)
+from jaxseg.startup import prepare_process  # noqa: E402
+from jaxseg.xla_flags import allocator_environment  # noqa: E402
 
-# As train.py does, before JAX starts its CPU backend; a measuring process gets its
-# allocator setting from the environment it is started with (host_memory_environment).
-restart_with_huge_pages()
-keep_freed_host_memory()
-apply_default_flags()
+# As train.py does, before JAX starts its CPU backend, but compiling afresh ('compile s'
+# is measured); a measuring process gets its allocator setting from the environment it
+# is started with (host_memory_environment).
+prepare_process(compilation_cache=False)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -8,7 +8,7 @@ time, step time and peak memory, per allocator setting.
 XLA:CPU allocates each execution's buffers anew. Settings (each measured in a process
 of its own, the settings interleaved in every round):
   glibc defaults     JAXSEG_HUGE_PAGES=0: large blocks are fresh 4 KiB pages every step;
-  huge pages         jaxseg's default (xla_flags.restart_with_huge_pages): 2 MiB pages;
+  huge pages         jaxseg's default (startup.restart_with_huge_pages): 2 MiB pages;
   kept memory        JAXSEG_KEEP_HOST_MEMORY=1 JAXSEG_HUGE_PAGES=0: freed memory reused;
   kept memory + huge pages   JAXSEG_KEEP_HOST_MEMORY=1 alone (huge pages stay on): both.
 Case numbers are benchmarks/compare_torch.py's (its CASES, then LARGE_CASES). Per step:

@@ -23,9 +23,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxseg.xla_flags import apply_default_flags  # noqa: E402
+from jaxseg.startup import prepare_process  # noqa: E402
 
-apply_default_flags()
+prepare_process(host_memory=False, compilation_cache=False)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

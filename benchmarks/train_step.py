@@ -70,8 +70,8 @@ def main():
       steps = int(arg.split('=')[1])
   if len(sys.argv) > 1 and sys.argv[1] == '--one':
     name, overrides = sys.argv[2], json.loads(sys.argv[3])
-    from jaxseg.xla_flags import apply_default_flags
-    apply_default_flags()
+    from jaxseg.startup import prepare_process
+    prepare_process(host_memory=False, compilation_cache=False)
     print(json.dumps(measure(name, overrides, int(sys.argv[4]))))
     return
   rows = []

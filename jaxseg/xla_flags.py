@@ -1,10 +1,9 @@
 """Settings that jaxseg applies by default: XLA flags, a persistent compilation cache and
-huge pages for glibc's malloc.
+glibc's handling of host memory. jaxseg.startup.prepare_process applies them in order.
 
 `--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT` hands
-dot products and convolutions to a faster CPU library; it made convolution weight
-gradients 3-4x faster and the 2D train step ~20% faster (BENCHMARKS.md), with the
-same numerics to float32 rounding (tests/test_xla_flags.py). It affects only XLA:CPU.
+dot products and convolutions to a faster CPU library (BENCHMARKS.md), with the same
+numerics to float32 rounding (tests/test_xla_flags.py). It affects only XLA:CPU.
 Set JAXSEG_XLA_DEFAULTS=0 to leave XLA_FLAGS as they are. The flags must be set before
 JAX creates its CPU backend.
 """
@@ -22,7 +21,7 @@ def apply_default_flags(environ=os.environ) -> str:
   """Adds each default flag to XLA_FLAGS unless the user set that flag already.
 
   Must run before the first JAX computation (XLA reads the variable once, when the
-  backend starts); train.py and eval.py call it first thing.
+  backend starts); jaxseg.startup.prepare_process calls it.
   """
   if environ.get('JAXSEG_XLA_DEFAULTS', '1') == '0':
     return environ.get('XLA_FLAGS', '')
@@ -42,10 +41,9 @@ _TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: 2 GiB
 # glibc >= 2.35 reads this at start-up: malloc then madvises the blocks it maps for
 # transparent huge pages.
 HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
-_THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
-def _glibc_version() -> tuple[int, int] | None:
+def current_glibc_version() -> tuple[int, int] | None:
   """glibc's (major, minor), or None where the C library is not glibc."""
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
@@ -72,31 +70,6 @@ def huge_pages_environment(environ, glibc_version, thp_mode: str) -> dict | None
   return {**environ, 'GLIBC_TUNABLES': ':'.join(filter(None, (tunables, HUGE_PAGES_TUNABLE)))}
 
 
-def restart_with_huge_pages(environ=os.environ) -> None:
-  """Re-executes this command (same process id, arguments and interpreter options)
-  with glibc's huge-page malloc, where that applies (huge_pages_environment).
-
-  XLA:CPU allocates each execution's buffers anew and glibc maps blocks that large
-  afresh, so every train step faults its temporaries in again and the kernel zeroes
-  them 4 KiB at a time: 131,000-213,000 faults per step of the 2D and 64^3 benchmark
-  cases, 1.7 million for the 3D LSTM-U-Net at 128^3 (BENCHMARKS.md). With 2 MiB pages
-  the faults fall 200-500-fold, the steps take 10-13% less time and the peak memory
-  stays the same. The setting is read only when a process starts, hence the restart;
-  call this first thing, before anything is printed or started. JAXSEG_HUGE_PAGES=0
-  turns it off.
-  """
-  try:
-    with open(_THP_MODE_FILE, encoding='ascii') as f:
-      thp_mode = f.read()
-  except OSError:
-    thp_mode = ''
-  new_environ = huge_pages_environment(environ, _glibc_version(), thp_mode)
-  if new_environ is not None and sys.executable:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, new_environ)
-
-
 def allocator_environment(environ, *, huge_pages: bool, keep_memory: bool) -> dict:
   """`environ` for a new jaxseg process with the given host-memory settings: the two
   switches set, and this process's huge-page tunable dropped from GLIBC_TUNABLES (so
@@ -115,15 +88,14 @@ def keep_freed_host_memory(environ=os.environ) -> bool:
   of handing it back to the kernel.
 
   One arena, no mmap for large blocks and a 2 GiB trim threshold let a step reuse the
-  previous step's pages. Alone it is within 5% of huge pages' step time where the
-  temporaries are under 2 GiB; together with them (train.py's default) about 4%
-  faster. But the heap fragments and is never returned: peak memory 1.3-1.9x, and at
-  128^3 (temporaries over the trim threshold, trimmed every step) 1.8x and slower than
-  glibc's defaults (BENCHMARKS.md). Linux with glibc only. Returns whether it applied.
-  Call it before JAX starts its threads (train.py and eval.py do, first thing): heaps
-  that threads already have are kept.
+  previous step's pages, which saves little time beside huge pages; but the heap
+  fragments and is never returned, so the peak memory grows, and where a step's
+  temporaries pass the trim threshold (3D at 128^3) they are trimmed every step and it
+  is slower than glibc's defaults (BENCHMARKS.md). Linux with glibc only. Returns
+  whether it applied. Call it before JAX starts its threads (startup.prepare_process
+  does): heaps that threads already have are kept.
   """
-  if environ.get('JAXSEG_KEEP_HOST_MEMORY', '0') != '1' or _glibc_version() is None:
+  if environ.get('JAXSEG_KEEP_HOST_MEMORY', '0') != '1' or current_glibc_version() is None:
     return False
   libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
   # mallopt returns 1 on success; all three or the effect is partial but harmless.
@@ -135,11 +107,10 @@ def enable_compilation_cache(environ=os.environ) -> str | None:
   """Turns on JAX's persistent compilation cache; returns its directory (None: off).
 
   A second run of the same model loads its compiled train step from disk instead of
-  compiling it again (the 2D LSTM-U-Net: 7.6 s -> 1.6 s, BENCHMARKS.md). The directory
-  is $JAX_COMPILATION_CACHE_DIR when set, else <jaxseg cache>/xla, the jaxseg cache
-  being that of the preprocessed data ($JAXSEG_CACHE_DIR or ~/.cache/jaxseg). Entries
-  are keyed by the program, the XLA flags and the jax version, so a stale entry is
-  never used.
+  compiling it again (BENCHMARKS.md). The directory is $JAX_COMPILATION_CACHE_DIR when
+  set, else <jaxseg cache>/xla, the jaxseg cache being that of the preprocessed data
+  ($JAXSEG_CACHE_DIR or ~/.cache/jaxseg). Entries are keyed by the program, the XLA
+  flags and the jax version, so a stale entry is never used.
   JAXSEG_COMPILATION_CACHE=0 turns it off; a directory that cannot be written turns it
   off with one line on stderr (training goes on, compiling as usual).
   """
