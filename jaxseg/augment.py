@@ -123,7 +123,7 @@ def _augment_sample(keys, image, target, aug):
     matrix = affine_matrix(jnp.where(rotate, angles, 0.0), jnp.where(scale, zoom, 1.0))
     # Untouched samples keep their exact values, not an interpolated copy. Images and
     # targets stay separate arrays: concatenating and slicing them along the channel
-    # axis made the 3D transform ~2.5x slower on XLA:CPU (benchmarks/augment.py).
+    # axis made the 3D transform slower on XLA:CPU (BENCHMARKS.md).
     image = jnp.where(rotate | scale, apply_affine(image, matrix), image)
     moved_target = (apply_affine(target, matrix) >= 0.5).astype(target.dtype)
     target = jnp.where(rotate | scale, moved_target, target)

@@ -30,8 +30,8 @@ def make_logits_fn(model, mesh: Mesh, mirror_axes=()):
   mirrorings along `mirror_axes` (test-time augmentation) if any.
 
   The forward pass is jit-compiled once and called once per mirroring: compiled as one
-  program, the 8 passes of 3D TTA needed 6x the memory of one pass on XLA:CPU (33 GiB
-  for two 128^3 windows of the brats3d LSTM-U-Net, which ran out of memory).
+  program, the 8 passes of 3D TTA kept buffers for all of them on XLA:CPU and ran out
+  of memory at the brats3d LSTM-U-Net's 128^3 windows (BENCHMARKS.md).
   """
   def logits(params, images):
     return model.apply({'params': params}, images)[0].astype(np.float32)
