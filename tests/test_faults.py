@@ -174,13 +174,20 @@ def test_ctrl_c_during_a_save_is_one_line_and_resumes_from_the_last_complete(tmp
       [sys.executable, '-c', SLOW_SAVE, str(flag), *TRAIN, '--config.train.num_steps=40',
        f'--workdir={workdir}'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True)
-  deadline = time.time() + 300
+  # The limits stop a hang; they are generous because a loaded 2-core machine is slow.
+  deadline = time.time() + 600
   while time.time() < deadline and process.poll() is None and not flag.exists():
     time.sleep(0.05)
+  if not flag.exists():
+    process.kill()
   assert flag.exists(), process.communicate()[1]
   time.sleep(0.5)
   process.send_signal(signal.SIGINT)
-  _, err = process.communicate(timeout=60)
+  try:
+    _, err = process.communicate(timeout=300)
+  finally:
+    if process.poll() is None:
+      process.kill()
   lines = [line for line in err.splitlines() if line.strip() and 'train:' not in line]
   assert process.returncode == 128 + signal.SIGINT, err
   assert lines == [lines[-1]] and 'step 4' in lines[-1] and 'Traceback' not in err, err
