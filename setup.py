@@ -2,11 +2,11 @@
 
 Everything else is declared in setup.cfg. Each extension is a plain shared library that
 jaxseg loads and registers with jax.ffi:
-- jaxseg._onednn, oneDNN convolutions (jaxseg/models/onednn.py): a C++17 compiler, XLA's
+- jaxseg._onednn, oneDNN convolutions (jaxseg/models/backend/onednn.py): a C++17 compiler, XLA's
   FFI headers (from jaxlib) and oneDNN's headers and library (the PyPI packages
   onednn-devel-cpu-gomp and onednn-cpu-gomp), all of which pyproject.toml puts into the
   build environment on Linux x86-64;
-- jaxseg._group_norm, GroupNorm + activation (jaxseg/models/fused_norm.py): a C++17
+- jaxseg._group_norm, GroupNorm + activation (jaxseg/models/backend/fused_norm.py): a C++17
   compiler with OpenMP and XLA's FFI headers.
 Where something is missing the install goes on without that extension, printing one
 line, and jaxseg uses XLA's own ops instead.

@@ -71,7 +71,7 @@ import report as benchmark_report  # noqa: E402
 import torch_models  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
-from jaxseg.models import fused_norm  # noqa: E402
+from jaxseg.models import backend  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
 
@@ -186,13 +186,8 @@ def jax_setup(config):
 
 
 def kernels(model) -> str:
-  """What computes the model's convolutions and norms ('auto' resolved)."""
-  names = {'onednn': 'oneDNN', 'xla': 'XLA', 'cpu': 'fused'}
-  s = model.settings
-  norm = f'{names[s.norm_kernel]} GroupNorm'
-  if s.norm_kernel == 'cpu':
-    norm += f' ({fused_norm.supported_isa()})'
-  return f'{names[s.conv_library]} convolutions, {norm}'
+  """What computes the model's convolutions and norms ('auto' resolved), at which level."""
+  return backend.describe(model.ops)
 
 
 def measure_jax(config, image, target, steps: int) -> dict:
@@ -383,7 +378,7 @@ def main():
     config.model.dtype = args.dtype
     image, target = make_inputs(config)  # the same seed in every process: the same inputs
     if args.one[1] in JAX_VARIANTS:
-      config.model.update(JAX_VARIANTS[args.one[1]])
+      config.compute.update(JAX_VARIANTS[args.one[1]])
       result = measure_jax(config, image, target, steps)
     else:
       result = measure_torch(config, image, target, steps, args.torch_compile,

@@ -7,7 +7,7 @@
 Times each 3x3 'SAME' convolution of a 2D U-Net (encoder, bottleneck and decoder, the
 decoder's first conv on the skip concatenation) alone, one pass at a time: forward,
 data gradient, weight gradient; median of 15 after two warm-ups. jaxseg's passes are
-the custom calls that model.conv_library=onednn puts in the train step (channels-last
+the custom calls that compute.conv_library=onednn puts in the train step (channels-last
 arrays as they are); PyTorch's are aten's convolution and convolution_backward in its
 channels-last memory format (what PyTorch's faster train step runs on a CPU) and,
 with --channels_first, also in its default format. Checks first that both compute the
@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxseg.models import onednn  # noqa: E402
+from jaxseg.models.backend import onednn  # noqa: E402
 from unet_passes import median_ms  # noqa: E402
 
 _IN_CHANNELS = flags.DEFINE_integer('in_channels', 4, 'Input channels (modalities).')

@@ -1,5 +1,5 @@
-"""3D convolution on CPU: native against depth-folded (jaxseg's model.conv3d), XLA's
-against oneDNN's (model.conv_library), and PyTorch.
+"""3D convolution on CPU: native against depth-folded (jaxseg's compute.conv3d), XLA's
+against oneDNN's (compute.conv_library), and PyTorch.
 
   python benchmarks/conv3d.py            # the conv shapes of the '3d' U-Net at 64^3, batch 2
 
@@ -26,9 +26,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxseg.models import onednn  # noqa: E402
+from jaxseg.models.backend import onednn  # noqa: E402
 import report  # noqa: E402  (benchmarks/)
-from jaxseg.models.layers import _conv, depth_folded_conv  # noqa: E402
+from jaxseg.models.backend.xla import conv as _conv, depth_folded_conv  # noqa: E402
 
 median_ms = functools.partial(report.median_ms, repeats=5, warmups=1)
 
@@ -71,8 +71,8 @@ def methods() -> dict:
   """jaxseg's ways to compute a 3D convolution: (x, kernel) -> y."""
   forms = {'XLA native': _conv, 'XLA folded': depth_folded_conv}
   if onednn.available():
-    forms['oneDNN native'] = lambda x, k: _conv(x, k, 'onednn')
-    forms['oneDNN folded'] = lambda x, k: depth_folded_conv(x, k, 'onednn')
+    forms['oneDNN native'] = onednn.convolve
+    forms['oneDNN folded'] = lambda x, k: depth_folded_conv(x, k, onednn.convolve)
   return forms
 
 

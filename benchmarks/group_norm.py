@@ -7,7 +7,7 @@
 Times every GroupNorm of a 2D U-Net (two per level in the encoder, the bottleneck and
 the decoder; 8 groups, ReLU after) alone: the forward pass, and forward + backward (the
 gradients of input, scale and bias); median of 15 after two warm-ups, summed over the
-network. jaxseg's kernel (jaxseg/models/fused_norm.py) is timed at each x86-64 level the
+network. jaxseg's kernel (jaxseg/models/backend/fused_norm.py) is timed at each x86-64 level the
 CPU has: baseline (SSE2, what a portable build may assume), x86-64-v3 (AVX2) and
 x86-64-v4 (AVX-512). PyTorch's native_group_norm and its backward (with the ReLU after)
 in its channels-last and its default (channels-first) memory formats, when installed.
@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxseg.models import fused_norm  # noqa: E402
+from jaxseg.models.backend import fused_norm  # noqa: E402
 import report  # noqa: E402  (benchmarks/)
 from unet_passes import median_ms  # noqa: E402
 

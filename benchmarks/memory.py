@@ -31,8 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
-from jaxseg.models import resolve_conv3d  # noqa: E402
-from jaxseg.models.layers import resolve_conv_library  # noqa: E402
+from jaxseg.models.backend import ops_from_config  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
 
@@ -87,7 +86,7 @@ def main():
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
   parser.add_argument('--conv3d', default='auto',
-                      help="model.conv3d; 'auto' is native, but depth_folded on a CPU without "
+                      help="compute.conv3d; 'auto' is native, but depth_folded on a CPU without "
                            "jaxseg's oneDNN convolutions")
   parser.add_argument('--rows', default=None,
                       help='REMAT:MICROBATCHES,... (REMAT: none, iterations, levels), e.g. '
@@ -101,12 +100,12 @@ def main():
   device = target_device(args.target)
   try:
     # 'auto' follows the target (and, on a CPU, the convolution library it gets)
-    args.conv3d = resolve_conv3d(args.conv3d, device.platform,
-                                 resolve_conv_library('auto', device.platform, num_devices=1))
+    args.conv3d = ops_from_config({'conv3d': args.conv3d}, backend=device.platform,
+                                  num_devices=1).conv3d
   except ValueError as error:
     raise SystemExit(f'--conv3d: {error}') from None
   print(f'jax {jax.__version__}, compiled for {device.platform} ({device.device_kind}); '
-        f'model.conv3d={args.conv3d}')
+        f'compute.conv3d={args.conv3d}')
   print('| config | batch | dtype | remat | microbatches | arguments (GiB) | temporaries (GiB) '
         '| arguments + temporaries (GiB) |')
   print('| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |')
@@ -130,7 +129,7 @@ def main():
     config.model.remat_levels = remat == 'levels'
     config.train.microbatches = microbatches
     config.model.dtype = args.dtype
-    config.model.conv3d = args.conv3d
+    config.compute.conv3d = args.conv3d
     batch_size = args.batch_size or config.train.batch_size
     sizes = analyse(config, batch_size, device)
     if 'refused' in sizes:

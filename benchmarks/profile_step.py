@@ -136,9 +136,9 @@ def main():
                                              compare_torch.LARGE_CASES)[args.case]
   config = compare_torch.make_config(name, variant, shape, batch_size,
                                      compare_torch.CASE_FEATURES.get(label))
-  config.model.conv3d = args.conv3d
-  config.model.conv_library = args.conv_library
-  config.model.norm_kernel = args.norm_kernel
+  config.compute.conv3d = args.conv3d
+  config.compute.conv_library = args.conv_library
+  config.compute.norm_kernel = args.norm_kernel
   config.model.dtype = args.dtype
   image, target = compare_torch.make_inputs(config)
   _, state = compare_torch.jax_setup(config)
@@ -161,7 +161,7 @@ def main():
   shares = attribute(ops, kinds)
   step_ms = step_ns / STEPS / 1e6
   traced_ms = sum(shares.values()) / STEPS / 1e6
-  print(f'{label}, {batch_size} x 4 x {shape}, model.conv3d={args.conv3d}: '
+  print(f'{label}, {batch_size} x 4 x {shape}, compute.conv3d={args.conv3d}: '
         f'{step_ms:.0f} ms per step (traced)')
   print('| op kind | ms per step | share |')
   print('| --- | ---: | ---: |')

@@ -10,7 +10,7 @@ stride 2, computed as a dense layer then depth_to_space: jaxseg/models/layers.py
 the values and the gradients of input and kernel for a given output gradient, under jit
 with jaxseg's XLA flags; median of 15 after two warm-ups: jax.vjp of
 depth_to_space(pointwise(x, kernel)), the dense layer computed by XLA (x @ kernel, what
-jaxseg ran before) or as a 1x1 convolution by oneDNN (model.conv_library=onednn, the
+jaxseg ran before) or as a 1x1 convolution by oneDNN (compute.conv_library=onednn, the
 default on CPU where it is built). PyTorch's ConvTranspose2d (bias off) in its channels-
 last and default memory formats, when installed. Last, the output head (a 1x1
 convolution to 3 regions at the top level, float32) the same way. Checks first that
@@ -27,14 +27,19 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxseg.models import layers, onednn  # noqa: E402
+from jaxseg.models import layers  # noqa: E402
+from jaxseg.models.backend import onednn, xla  # noqa: E402
 import report  # noqa: E402  (benchmarks/)
 from unet_passes import median_ms  # noqa: E402
 
 
 
+def pointwise(x, kernel, library):
+  return (onednn.pointwise if library == 'onednn' else xla.pointwise)(x, kernel)
+
+
 def upsample(x, kernel, library):
-  return layers.depth_to_space(layers.pointwise(x, kernel, library), 2)
+  return layers.depth_to_space(pointwise(x, kernel, library), 2)
 
 
 def jax_time(function, x, kernel, dy):
@@ -129,7 +134,7 @@ def main(argv):
   x = jax.random.normal(keys[0], (unet_passes.BATCH.value, side, side, c_in))
   kernel = 0.1 * jax.random.normal(keys[1], (c_in, 3))
   dy = jax.random.normal(keys[2], (unet_passes.BATCH.value, side, side, 3))
-  times = compare(layers.pointwise, torch, formats, libraries, x, kernel, dy, upsampling=False)
+  times = compare(pointwise, torch, formats, libraries, x, kernel, dy, upsampling=False)
   print(f'| head, {side}² (float32) | {c_in} -> 3 | ' + ' | '.join(f'{t:.2f}' for t in times)
         + ' |')
 

@@ -16,7 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import unet
+from configs import lstm_unet, unet
+from helpers import tiny
+from jaxseg.data import load_splits
+from jaxseg.train_state import setup_model
+from jaxseg.train_step import make_train_step
+from jaxseg.training import make_train_batches
 from jaxseg.errors import ConfigError
 from jaxseg.models import LSTMUNet, Ops, UNet, UNetSettings
 from jaxseg.models.backend import ffi_library, onednn, ops_from_config, xla
@@ -63,12 +68,36 @@ def test_values_and_gradients_equal_xlas(x_shape, kernel_shape, dtype, tolerance
   def value_and_grads(conv):
     y, vjp = jax.vjp(conv, x, kernel)
     return (y, *vjp(cotangent))
-  ours = jax.jit(lambda: value_and_grads(onednn.conv))()
+  # The models' entry point: bfloat16 in bfloat16 where the CPU (as capped) has the
+  # units, else through float32 (tests/test_isa_levels.py runs this at the caps).
+  ours = jax.jit(lambda: value_and_grads(onednn.convolve))()
   # The reference in float32: bfloat16 results must be as close to it as XLA's are.
   reference = jax.jit(lambda: value_and_grads(_xla_conv))()
   for name, got, want in zip(('values', 'input gradient', 'kernel gradient'), ours, reference):
     assert got.dtype == dtype and got.shape == want.shape, name
     assert _relative_error(got, want) < tolerance, name
+
+
+def _cpu_flags() -> set[str]:
+  try:
+    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
+      return {flag for line in cpuinfo if line.startswith('flags')
+              for flag in line.split(':', 1)[1].split()}
+  except OSError:
+    return set()
+
+
+@needs_onednn
+def test_bfloat16_convolutions_are_found_where_the_cpu_has_them():
+  """oneDNN's bfloat16 convolutions need AVX-512 BF16 (or AMX) and no cap below them."""
+  flags = _cpu_flags()
+  if not flags:
+    pytest.skip('no /proc/cpuinfo to compare with')
+  cap = os.environ.get('ONEDNN_MAX_CPU_ISA', 'ALL').upper()
+  capped_below = cap.startswith(('SSE', 'AVX2')) or cap in ('AVX', 'AVX512_CORE',
+                                                           'AVX512_CORE_VNNI')
+  has_units = bool({'avx512_bf16', 'amx_bf16'} & flags)
+  assert onednn.supports_bfloat16() == (has_units and not capped_below)
 
 
 @needs_onednn
@@ -115,6 +144,36 @@ def test_models_are_the_same_function_with_either_library(model_kind, shape, con
   assert _relative_error(logits, want_logits) < 1e-5
   for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
     assert _relative_error(got, expected) < 1e-4
+
+
+def _first_losses(config, steps=3):
+  data = load_splits(config.data, ('train',))['train']
+  _, init_state, _ = setup_model(config, data)
+  state, step, batches = init_state(), make_train_step(config), make_train_batches(config, data)
+  losses = []
+  for i in range(steps):
+    state, metrics = step(state, batches[i])
+    losses.append(float(metrics['loss']))
+  return losses
+
+
+@needs_onednn
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_train_py_3d_lstm_unet_step_with_onednn_equals_xlas(dtype):
+  """train.py's step of the 3D LSTM-U-Net with augmentation (its default CPU path, where
+  XLA:CPU runs the custom calls on several threads at once): the losses of three steps
+  with oneDNN and the fused norm equal those with XLA's ops, float32 and bfloat16."""
+  def config(library):
+    c = tiny(lstm_unet.get_config('3d'))
+    c.data.image_size, c.model.features, c.model.dtype = (16, 16, 16), (4, 8), dtype
+    c.augment.enabled = True
+    c.compute.conv_library = library
+    c.compute.norm_kernel = 'cpu' if library == 'onednn' else 'xla'
+    c.compute.conv3d = 'native'
+    return c
+  ours, want = _first_losses(config('onednn')), _first_losses(config('xla'))
+  assert all(np.isfinite(ours))
+  np.testing.assert_allclose(ours, want, rtol=1e-4 if dtype == 'float32' else 3e-2)
 
 
 def _conv_library(value, backend='cpu', num_devices=1):

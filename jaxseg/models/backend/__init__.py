@@ -107,8 +107,9 @@ def ops_from_config(compute: ml_collections.ConfigDict | None, dtype: str = 'flo
   if conv3d == 'auto':
     conv3d = 'depth_folded' if backend == 'cpu' and library == 'xla' else 'native'
   if library == 'onednn' and dtype == 'bfloat16' and not onednn.supports_bfloat16():
-    _note_once('jaxseg: this CPU has no bfloat16 convolutions in oneDNN (they need AVX-512 '
-               'BF16 or AMX): bfloat16 convolutions run in float32 with conversions')
+    _note_once('jaxseg: this CPU has no bfloat16 units for oneDNN (AVX-512 BF16 or AMX): '
+               'bfloat16 convolutions run in float32 between conversions, and '
+               'model.dtype=float32 trains as fast or faster here (BENCHMARKS.md)')
   return Ops(library, norm, conv3d)
 
 

@@ -1,0 +1,63 @@
+"""The kernel tests again at every x86-64 level below this CPU's own.
+
+oneDNN and the fused GroupNorm pick their code by the CPU's instruction set at run time,
+so a machine with AVX-512 would never run the AVX2 and SSE paths of most laptops. Both
+can be capped per process (ONEDNN_MAX_CPU_ISA, which the GroupNorm follows): each level
+below this CPU's runs the kernel tests (values and gradients against XLA's ops, the
+shape fuzz, train.py's 3D LSTM-U-Net step in float32 and bfloat16) in a child pytest.
+This CPU's own level is the rest of the suite.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+from jaxseg.models.backend import fused_norm, onednn
+
+# oneDNN's name of a level -> the CPU flags it needs (Linux /proc/cpuinfo names).
+LEVELS = {'AVX2': {'avx2', 'fma'}, 'SSE41': {'sse4_1'}}
+AVX512 = {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'}
+KERNEL_TESTS = ['tests/test_onednn.py', 'tests/test_fused_norm.py', 'tests/test_kernel_fuzz.py']
+# What does not depend on the level: builds of the extensions and the choice of kernels.
+NOT_LEVEL_DEPENDENT = 'not build and not install and not auto and not missing'
+
+
+def _cpu_flags() -> set[str]:
+  try:
+    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
+      return {flag for line in cpuinfo if line.startswith('flags')
+              for flag in line.split(':', 1)[1].split()}
+  except OSError:
+    return set()
+
+
+def levels_below_this_cpu(flags: set[str]) -> list[str]:
+  """The capped levels worth running here: those this CPU has, below its best."""
+  best = 'AVX512' if AVX512 <= flags else 'AVX2' if LEVELS['AVX2'] <= flags else 'SSE41'
+  order = ['AVX512', 'AVX2', 'SSE41']
+  return [level for level in order[order.index(best) + 1:] if LEVELS[level] <= flags]
+
+
+def test_levels_below_this_cpu():
+  assert levels_below_this_cpu(AVX512 | LEVELS['AVX2'] | LEVELS['SSE41']) == ['AVX2', 'SSE41']
+  assert levels_below_this_cpu(LEVELS['AVX2'] | LEVELS['SSE41']) == ['SSE41']
+  assert levels_below_this_cpu(LEVELS['SSE41']) == []
+
+
+@pytest.mark.skipif(not (onednn.available() and fused_norm.available()),
+                    reason='the CPU kernels are not built')
+@pytest.mark.parametrize('level', levels_below_this_cpu(_cpu_flags()))
+def test_the_kernel_tests_pass_at_a_capped_level(level):
+  env = {**os.environ, 'ONEDNN_MAX_CPU_ISA': level}
+  env.pop('JAXSEG_MAX_CPU_ISA', None)
+  result = subprocess.run(
+      [sys.executable, '-m', 'pytest', '-q', '-n', '0', '-p', 'no:cacheprovider',
+       '-k', NOT_LEVEL_DEPENDENT, *KERNEL_TESTS],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ''
+  assert result.returncode == 0, (f'at {level}: {summary}\n{result.stdout[-4000:]}'
+                                  f'{result.stderr[-2000:]}')
+  assert 'passed' in summary and 'failed' not in summary, summary
