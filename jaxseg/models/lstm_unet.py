@@ -74,8 +74,8 @@ class LSTMUNet(nn.Module):
       # directly. The parameter tree is the same as with the scan.
       _, (logits, aux) = step(body, name='refine')(state, x)
       return logits[None], tuple(a[None] for a in aux)
-    # Fully unrolled: XLA:CPU runs convolutions inside a while loop about 15x slower
-    # than the same convolutions unrolled (BENCHMARKS.md); T is small, so unrolling
+    # Fully unrolled: XLA:CPU runs convolutions inside a while loop far slower than the
+    # same convolutions unrolled (BENCHMARKS.md); T is small, so unrolling
     # costs only compile time.
     refine = nn.scan(step, variable_broadcast='params',
                      split_rngs={'params': False}, in_axes=nn.broadcast, out_axes=0,

@@ -2,8 +2,8 @@
 
 Between two convolutions of a U-Net sits norm -> activation. XLA:CPU computes GroupNorm's
 statistics and the sums in its gradient as reduce-window trees over the outer axes and
-splits the rest into several elementwise passes, about 3x PyTorch's time for the same
-work (BENCHMARKS.md, "Where the time goes"). kernels/group_norm.cc does the
+splits the rest into several elementwise passes, several times PyTorch's time for the
+same work (BENCHMARKS.md, "Where the time goes"). kernels/group_norm.cc does the
 forward pass in two reads of x and one write, and the backward pass in two reads of x
 and dy and one write, recomputing the pre-activation instead of storing it.
 

@@ -3,8 +3,8 @@
 //
 // Between two of jaxseg's convolutions sits norm -> activation. XLA:CPU computes
 // GroupNorm's statistics and the sums of its gradient as reduce-window trees over the
-// outer axes and splits the rest into several elementwise passes; together they took
-// 2.7-3.2x PyTorch's time for the same work (BENCHMARKS.md, "Where the time goes"). Here
+// outer axes and splits the rest into several elementwise passes, several times
+// PyTorch's time for the same work (BENCHMARKS.md, "Where the time goes"). Here
 // the forward pass reads x twice (statistics, then normalise + activate) and writes y
 // once; the backward pass reads x and dy twice (sums, then dx) and writes dx once, as
 // PyTorch's kernels do. Arrays are channels-last, (N, *spatial, C), float32 or
@@ -78,7 +78,7 @@ void ScaleShift(const Layout& l, const float* mean, const float* rstd, const flo
 
 // The passes, compiled once per x86-64 level (group_norm_passes.inc): the wheel must run
 // on any x86-64 CPU, so the compiler may assume only SSE2, and the loops on bfloat16
-// data (conversions and rounding as integer operations) run 1.5-2x faster in AVX2 or
+// data (conversions and rounding as integer operations) run much faster in AVX2 or
 // AVX-512 registers (BENCHMARKS.md). GCC only: other compilers build the baseline.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define JAXSEG_X86_LEVELS 1
