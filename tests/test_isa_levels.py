@@ -34,22 +34,30 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def levels_below_this_cpu(flags: set[str]) -> list[str]:
-  """The capped levels worth running here: those this CPU has, below its best."""
-  best = 'AVX512' if AVX512 <= flags else 'AVX2' if LEVELS['AVX2'] <= flags else 'SSE41'
+def levels_below_this_cpu(flags: set[str], cap: str = '') -> list[str]:
+  """The capped levels worth running here: those this CPU has, below its best or below
+  the level this suite already runs at (ONEDNN_MAX_CPU_ISA=`cap`)."""
   order = ['AVX512', 'AVX2', 'SSE41']
-  return [level for level in order[order.index(best) + 1:] if LEVELS[level] <= flags]
+  best = 'AVX512' if AVX512 <= flags else 'AVX2' if LEVELS['AVX2'] <= flags else 'SSE41'
+  cap = next((level for level in order if cap.upper().startswith(level)), 'AVX512')
+  own = max(best, cap, key=order.index)
+  return [level for level in order[order.index(own) + 1:] if LEVELS[level] <= flags]
 
 
 def test_levels_below_this_cpu():
-  assert levels_below_this_cpu(AVX512 | LEVELS['AVX2'] | LEVELS['SSE41']) == ['AVX2', 'SSE41']
+  every = AVX512 | LEVELS['AVX2'] | LEVELS['SSE41']
+  assert levels_below_this_cpu(every) == ['AVX2', 'SSE41']
+  assert levels_below_this_cpu(every, 'AVX512_CORE_BF16') == ['AVX2', 'SSE41']
+  assert levels_below_this_cpu(every, 'AVX2') == ['SSE41']
+  assert levels_below_this_cpu(every, 'SSE41') == []
   assert levels_below_this_cpu(LEVELS['AVX2'] | LEVELS['SSE41']) == ['SSE41']
   assert levels_below_this_cpu(LEVELS['SSE41']) == []
 
 
 @pytest.mark.skipif(not (onednn.available() and fused_norm.available()),
                     reason='the CPU kernels are not built')
-@pytest.mark.parametrize('level', levels_below_this_cpu(_cpu_flags()))
+@pytest.mark.parametrize('level', levels_below_this_cpu(
+    _cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA', '')))
 def test_the_kernel_tests_pass_at_a_capped_level(level):
   env = {**os.environ, 'ONEDNN_MAX_CPU_ISA': level}
   env.pop('JAXSEG_MAX_CPU_ISA', None)
