@@ -4,7 +4,8 @@ oneDNN and the fused GroupNorm pick their code by the CPU's instruction set at r
 so a machine with AVX-512 would never run the AVX2 and SSE paths of most laptops. Both
 can be capped per process (ONEDNN_MAX_CPU_ISA, which the GroupNorm follows): each level
 below this CPU's runs the kernel tests (values and gradients against XLA's ops, the
-shape fuzz, train.py's 3D LSTM-U-Net step in float32 and bfloat16) in a child pytest.
+shape fuzz, train.py's 3D LSTM-U-Net step in float32 and bfloat16, eval.py's bfloat16
+prediction) in a child pytest.
 This CPU's own level is the rest of the suite.
 """
 
@@ -21,8 +22,11 @@ from jaxseg.models.backend import fused_norm, onednn
 LEVELS = {'AVX2': {'avx2', 'fma'}, 'SSE41': {'sse4_1'}}
 AVX512 = {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'}
 KERNEL_TESTS = ['tests/test_onednn.py', 'tests/test_fused_norm.py', 'tests/test_kernel_fuzz.py']
-# What does not depend on the level: builds of the extensions and the choice of kernels.
-NOT_LEVEL_DEPENDENT = 'not build and not install and not auto and not missing'
+# Left out at the capped levels: what does not depend on the level (builds of the
+# extensions, the choice of kernels) and the whole-model comparisons, which train.py's
+# step and eval.py's prediction (test_onednn.py) cover there.
+NOT_LEVEL_DEPENDENT = ('not build and not install and not auto and not missing '
+                       'and not models_are_the_same')
 
 
 def _cpu_flags() -> set[str]:
@@ -54,11 +58,9 @@ def test_levels_below_this_cpu():
   assert levels_below_this_cpu(LEVELS['SSE41']) == []
 
 
-@pytest.mark.skipif(not (onednn.available() and fused_norm.available()),
-                    reason='the CPU kernels are not built')
-@pytest.mark.parametrize('level', levels_below_this_cpu(
-    _cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA', '')))
-def test_the_kernel_tests_pass_at_a_capped_level(level):
+def _kernel_tests_at(level: str) -> None:
+  if level not in levels_below_this_cpu(_cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA', '')):
+    pytest.skip(f'{level} is not below the level this suite runs at on this CPU')
   env = {**os.environ, 'ONEDNN_MAX_CPU_ISA': level}
   env.pop('JAXSEG_MAX_CPU_ISA', None)
   result = subprocess.run(
@@ -69,3 +71,20 @@ def test_the_kernel_tests_pass_at_a_capped_level(level):
   assert result.returncode == 0, (f'at {level}: {summary}\n{result.stdout[-4000:]}'
                                   f'{result.stderr[-2000:]}')
   assert 'passed' in summary and 'failed' not in summary, summary
+
+
+needs_kernels = pytest.mark.skipif(not (onednn.available() and fused_norm.available()),
+                                   reason='the CPU kernels are not built')
+
+
+# One class per level: pytest-xdist (--dist loadscope) runs them in parallel.
+@needs_kernels
+class TestAtAVX2:
+  def test_the_kernel_tests_pass(self):
+    _kernel_tests_at('AVX2')
+
+
+@needs_kernels
+class TestAtSSE41:
+  def test_the_kernel_tests_pass(self):
+    _kernel_tests_at('SSE41')

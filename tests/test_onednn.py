@@ -18,6 +18,7 @@ import pytest
 
 from configs import lstm_unet, unet
 from helpers import tiny
+from jaxseg import inference, parallel
 from jaxseg.data import load_splits
 from jaxseg.train_state import setup_model
 from jaxseg.train_step import make_train_step
@@ -174,6 +175,30 @@ def test_train_py_3d_lstm_unet_step_with_onednn_equals_xlas(dtype):
   ours, want = _first_losses(config('onednn')), _first_losses(config('xla'))
   assert all(np.isfinite(ours))
   np.testing.assert_allclose(ours, want, rtol=1e-4 if dtype == 'float32' else 3e-2)
+
+
+@needs_onednn
+def test_eval_py_prediction_in_bfloat16_with_onednn_equals_xlas():
+  """eval.py's whole-case prediction (sliding windows, mirroring) of a bfloat16 3D
+  LSTM-U-Net: oneDNN's (float32 between conversions where the CPU has no bfloat16
+  units) and XLA's logits agree to bfloat16 rounding."""
+  config = tiny(lstm_unet.get_config('3d'))
+  config.data.image_size, config.model.features = (16, 16, 16), (4, 8)
+  config.model.dtype = 'bfloat16'
+  config.eval.mirror_axes = (0, 1, 2)
+  case = np.asarray(jax.random.normal(jax.random.key(9), (20, 18, 16, 4)))
+  logits = {}
+  for library in ('onednn', 'xla'):
+    config.compute.conv_library = library
+    config.compute.norm_kernel = 'cpu' if library == 'onednn' else 'xla'
+    data = load_splits(config.data, ('train',))['train']
+    model, init_state, _ = setup_model(config, data)
+    params = init_state().params
+    predictor = inference.SlidingWindowPredictor.from_config(
+        model, config.eval, config.data.image_size, parallel.make_mesh())
+    [(_, logits[library])] = list(predictor.predict(params, [case]))
+  assert logits['onednn'].shape == (2, 20, 18, 16, 3) and np.isfinite(logits['onednn']).all()
+  assert _relative_error(logits['onednn'], logits['xla']) < 3e-2
 
 
 def _conv_library(value, backend='cpu', num_devices=1):
