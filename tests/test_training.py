@@ -98,6 +98,37 @@ def test_same_config_and_seed_give_identical_metrics(trained_workdir, tmp_path):
   assert train_and_evaluate(config, str(tmp_path)) == summary
 
 
+def _as_written_before_the_compute_section(workdir, conv_library='xla'):
+  """Rewrites a workdir's config.json as jaxseg wrote it when compute.* were model.*."""
+  path = os.path.join(workdir, files.CONFIG_FILE)
+  with open(path) as f:
+    saved = json.load(f)
+  compute = saved.pop('compute')
+  saved['model'].update(compute, conv_library=conv_library)
+  with open(path, 'w') as f:
+    json.dump(saved, f)
+
+
+def test_a_workdir_written_before_the_compute_section_resumes_and_evaluates(
+    trained_workdir, tmp_path):
+  """A config.json with model.conv_library / norm_kernel / conv3d: eval.py reads them as
+  compute.*, and a restart resumes (they never decided the model)."""
+  workdir, config, train_summary = trained_workdir
+  _as_written_before_the_compute_section(workdir)
+  from configs import lstm_unet
+  restored = files.read_config(workdir, lstm_unet.get_config(None))
+  assert restored.compute.conv_library == 'xla' and 'conv_library' not in restored.model
+  summary = eval_workdir.evaluate_workdir(workdir, checkpoint='best', split='val',
+                                          output_dir=str(tmp_path))
+  assert np.isclose(summary['dice'], train_summary['dice'], atol=1e-3)
+  files.check_same_model(workdir, config)  # not refused as another model
+  config = config.copy_and_resolve_references()
+  config.train.num_steps = 8
+  train_and_evaluate(config, workdir)
+  assert checkpointing.Checkpointer(workdir, create=False).latest_step() == 8
+  assert 'compute' in json.loads(open(os.path.join(workdir, files.CONFIG_FILE)).read())
+
+
 def test_config_of_an_older_run_gets_new_keys_from_the_defaults(tmp_path, tiny_lstm_config):
   saved = json.loads(tiny_lstm_config.to_json())
   del saved['eval']['mirror_axes']  # a run saved before this key existed
