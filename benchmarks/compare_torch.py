@@ -413,6 +413,10 @@ def main():
        f'{os.environ.get("GLIBC_TUNABLES", "")!r} (jaxseg\'s default), PyTorch '
        f'JAXSEG_HUGE_PAGES={int(TORCH_HOST_MEMORY["huge_pages"])} JAXSEG_KEEP_HOST_MEMORY='
        f'{int(TORCH_HOST_MEMORY["keep_memory"])} (its fastest).')
+  caps = {name: os.environ[name] for name in ('ONEDNN_MAX_CPU_ISA', 'ATEN_CPU_CAPABILITY',
+                                                'JAXSEG_MAX_CPU_ISA') if name in os.environ}
+  if caps:
+    emit(f'- Instruction set capped: {", ".join(f"{k}={v}" for k, v in caps.items())}.')
   # PyTorch's OpenMP threads wait for each other at every parallel region: a test
   # suite running on the same 2 cores slowed its 2D train steps 15-19x here, JAX's 2x.
   # The load average makes such a run recognisable (it lags by about a minute).
