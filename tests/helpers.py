@@ -15,6 +15,16 @@ from jaxseg.training import make_train_batches
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def cpu_flags() -> set[str]:
+  """The CPU's feature flags as Linux lists them (avx2, avx512f, ...); empty elsewhere."""
+  try:
+    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
+      return {flag for line in cpuinfo if line.startswith('flags')
+              for flag in line.split(':', 1)[1].split()}
+  except OSError:
+    return set()
+
+
 def tiny(config, num_iterations=2):
   """Shrinks a config: 32x32 images, two levels, a handful of cases and steps."""
   config.data.image_size = (32, 32)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import cpu_flags
 from jaxseg.errors import ConfigError
 from jaxseg.models import LSTMUNet, Ops, UNet, UNetSettings
 from jaxseg.models.backend import NORM_KERNELS, ffi_library, fused_norm, modules, ops_from_config
@@ -87,18 +88,9 @@ def test_values_and_gradients_equal_flax(shape, groups, activation, dtype, toler
   _check_against_flax(shape, groups, activation, dtype, tolerance)
 
 
-def _cpu_flags() -> set[str]:
-  try:
-    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
-      return {flag for line in cpuinfo if line.startswith('flags')
-              for flag in line.split(':', 1)[1].split()}
-  except OSError:
-    return set()
-
-
 @needs_kernel
 def test_the_kernel_runs_at_the_best_x86_64_level_the_cpu_has():
-  flags = _cpu_flags()
+  flags = cpu_flags()
   if platform.machine() != 'x86_64':
     assert fused_norm.supported_isa() == 'baseline'  # the only level built there
     return

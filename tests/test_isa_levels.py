@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, cpu_flags
 from jaxseg.models.backend import fused_norm, onednn
 
 # oneDNN's name of a level -> the CPU flags it needs (Linux /proc/cpuinfo names).
@@ -27,15 +27,6 @@ KERNEL_TESTS = ['tests/test_onednn.py', 'tests/test_fused_norm.py', 'tests/test_
 # step and eval.py's prediction (test_onednn.py) cover there.
 NOT_LEVEL_DEPENDENT = ('not build and not install and not auto and not missing '
                        'and not models_are_the_same')
-
-
-def _cpu_flags() -> set[str]:
-  try:
-    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
-      return {flag for line in cpuinfo if line.startswith('flags')
-              for flag in line.split(':', 1)[1].split()}
-  except OSError:
-    return set()
 
 
 def levels_below_this_cpu(flags: set[str], cap: str = '') -> list[str]:
@@ -59,7 +50,7 @@ def test_levels_below_this_cpu():
 
 
 def _kernel_tests_at(level: str) -> None:
-  if level not in levels_below_this_cpu(_cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA', '')):
+  if level not in levels_below_this_cpu(cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA', '')):
     pytest.skip(f'{level} is not below the level this suite runs at on this CPU')
   env = {**os.environ, 'ONEDNN_MAX_CPU_ISA': level}
   env.pop('JAXSEG_MAX_CPU_ISA', None)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import lstm_unet, unet
-from helpers import tiny
+from helpers import cpu_flags, tiny
 from jaxseg import inference, parallel
 from jaxseg.data import load_splits
 from jaxseg.train_state import setup_model
@@ -79,19 +79,10 @@ def test_values_and_gradients_equal_xlas(x_shape, kernel_shape, dtype, tolerance
     assert _relative_error(got, want) < tolerance, name
 
 
-def _cpu_flags() -> set[str]:
-  try:
-    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as cpuinfo:
-      return {flag for line in cpuinfo if line.startswith('flags')
-              for flag in line.split(':', 1)[1].split()}
-  except OSError:
-    return set()
-
-
 @needs_onednn
 def test_bfloat16_convolutions_are_found_where_the_cpu_has_them():
   """oneDNN's bfloat16 convolutions need AVX-512 BF16 (or AMX) and no cap below them."""
-  flags = _cpu_flags()
+  flags = cpu_flags()
   if not flags:
     pytest.skip('no /proc/cpuinfo to compare with')
   cap = os.environ.get('ONEDNN_MAX_CPU_ISA', 'ALL').upper()
