@@ -38,10 +38,12 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
   from jaxseg.train_step import make_train_step
   from jaxseg.training import make_train_batches
 
-  config = importlib.import_module(f'configs.{config_name}').get_config(None)
+  name, _, variant = config_name.partition(':')
+  config = importlib.import_module(f'configs.{name}').get_config(variant or None)
   config.data.num_train_cases = 32
-  for key, value in model_overrides.items():
-    config.model[key] = value
+  for key, value in model_overrides.items():  # model keys, or 'section.key'
+    section, _, key = key.rpartition('.')
+    config[section or 'model'][key] = value
   data = load_splits(config.data, ('train',))['train']
   _, init_state, _ = setup_model(config, data)
   state = init_state()
