@@ -10,6 +10,10 @@ jaxseg loads and registers with jax.ffi:
   compiler with OpenMP and XLA's FFI headers.
 Where something is missing the install goes on without that extension, printing one
 line, and jaxseg uses XLA's own ops instead.
+
+JAXSEG_SANITIZE=address builds both with AddressSanitizer (-fsanitize=address -g -O1),
+for checking the kernels' memory accesses: build it out of place, never over the
+extensions others use (tools/asan_check.sh does it and says how to run it).
 """
 
 import importlib.metadata
@@ -21,6 +25,18 @@ from setuptools.errors import CompileError, LinkError
 from setuptools.command.build_ext import build_ext
 
 ONEDNN_LIBRARY = 'libdnnl.so.3'
+# JAXSEG_SANITIZE -> flags added to compile and link; -O1 after the extensions' own -O2/-O3
+# wins, and keeps the frames and lines of ASan's reports readable.
+SANITIZERS = {'address': ['-fsanitize=address', '-fno-omit-frame-pointer', '-g', '-O1']}
+
+
+def _sanitizer_flags() -> list[str]:
+  name = os.environ.get('JAXSEG_SANITIZE', '').strip()
+  if not name:
+    return []
+  if name not in SANITIZERS:
+    sys.exit(f'JAXSEG_SANITIZE={name!r}: unknown sanitizer; choose one of {tuple(SANITIZERS)}')
+  return SANITIZERS[name]
 
 
 def _installed_file(distribution: str, path_end: str) -> str | None:
@@ -70,6 +86,9 @@ class OptionalBuildExt(build_ext):
       include, lib = dirs
       ext.extra_compile_args += ['-isystem', include]
       ext.library_dirs.append(lib)
+    sanitizer = _sanitizer_flags()
+    ext.extra_compile_args += sanitizer
+    ext.extra_link_args += sanitizer
     try:
       super().build_extension(ext)
     except (CompileError, LinkError):
