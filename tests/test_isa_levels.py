@@ -49,14 +49,14 @@ def test_levels_below_this_cpu():
   assert levels_below_this_cpu(LEVELS['SSE41']) == []
 
 
-def _kernel_tests_at(level: str) -> None:
+def _kernel_tests_at(level: str, also_leave_out: str = '') -> None:
   if level not in levels_below_this_cpu(cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA', '')):
     pytest.skip(f'{level} is not below the level this suite runs at on this CPU')
   env = {**os.environ, 'ONEDNN_MAX_CPU_ISA': level}
   env.pop('JAXSEG_MAX_CPU_ISA', None)
   result = subprocess.run(
       [sys.executable, '-m', 'pytest', '-q', '-n', '0', '-p', 'no:cacheprovider',
-       '-k', NOT_LEVEL_DEPENDENT, *KERNEL_TESTS],
+       '-k', NOT_LEVEL_DEPENDENT + also_leave_out, *KERNEL_TESTS],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ''
   assert result.returncode == 0, (f'at {level}: {summary}\n{result.stdout[-4000:]}'
@@ -78,4 +78,6 @@ class TestAtAVX2:
 @needs_kernels
 class TestAtSSE41:
   def test_the_kernel_tests_pass(self):
-    _kernel_tests_at('SSE41')
+    # The values, gradients and fuzz; train.py's and eval.py's steps run at AVX2, the
+    # level of most laptops, within the suite's time.
+    _kernel_tests_at('SSE41', ' and not train_py and not eval_py')
