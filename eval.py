@@ -22,6 +22,7 @@ from jaxseg.startup import prepare_process
 prepare_process()  # first: it may re-execute this command
 
 from jaxseg import cli, eval_workdir, workdir as workdir_files
+from jaxseg.models import registry
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('workdir', ['runs/lstm_unet'], 'Workdir of a training run; several, '
@@ -73,10 +74,8 @@ def main(argv):
 
 def _defaults(workdir: str):
   """The current config file of the workdir's model: values for keys added since."""
-  name = workdir_files.saved_model_name(workdir)
-  if name not in ('unet', 'lstm_unet'):
-    return None
-  return importlib.import_module(f'configs.{name}').get_config(None)
+  module = registry.config_module(workdir_files.saved_model_name(workdir))
+  return importlib.import_module(module).get_config(None) if module else None
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ from jaxseg import (challenge_metrics, checkpointing, ensemble, evaluation, figu
 from jaxseg.data import SegmentationData, load_splits, layouts
 from jaxseg.errors import ConfigError, WorkdirError
 from jaxseg.inference import SlidingWindowPredictor
+from jaxseg.models import registry
 from jaxseg.train_state import setup_model
 
 
@@ -168,11 +169,11 @@ def _restore_params(workdir, config, checkpointer, step, data, mesh):
 def set_iterations(model_config: ml_collections.ConfigDict, num_iterations: int | None
                     ) -> int | None:
   """Sets model.num_iterations to `num_iterations` (if given); returns the number the
-  LSTM-U-Net was trained with (None for the U-Net)."""
-  if model_config.name != 'lstm_unet':
+  model was trained with (None for a model that does not iterate)."""
+  if not registry.get(model_config.name).iterates:
     if num_iterations is not None:
       raise ConfigError(f'--num_iterations: a {model_config.name} has no refinement '
-                        'iterations; it is an option of the lstm_unet')
+                        f'iterations; models with them: {registry.iterating_models()}')
     return None
   trained = model_config.num_iterations
   if num_iterations is not None:

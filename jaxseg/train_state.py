@@ -99,10 +99,6 @@ def create_train_state(model, optimiser, input_shape, seed: int) -> TrainState:
   return TrainState.create(apply_fn=model.apply, params=params, tx=optimiser)
 
 
-def num_iterations(model_config: ml_collections.ConfigDict) -> int:
-  return model_config.num_iterations if model_config.name == 'lstm_unet' else 1
-
-
 def setup_model(config: ml_collections.ConfigDict, data: SegmentationData):
   """(model, init_state, abstract train state) for this config and data.
 

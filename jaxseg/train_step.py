@@ -15,7 +15,8 @@ import optax
 
 from jaxseg import augment, losses, parallel
 from jaxseg.errors import ConfigError
-from jaxseg.train_state import TrainState, init_key, num_iterations
+from jaxseg.models import registry
+from jaxseg.train_state import TrainState, init_key
 
 
 def train_step(state: TrainState, batch: dict, *, iteration_weights: jax.Array,
@@ -84,7 +85,7 @@ def make_train_step(config: ml_collections.ConfigDict):
   micro-batches). The state passed in is consumed; use the one returned."""
   check_batch(config.train)
   augment.check_config(config.augment)
-  weights = losses.iteration_weights(num_iterations(config.model),
+  weights = losses.iteration_weights(registry.num_iterations(config.model),
                                      tuple(config.loss.iteration_weights))
   step = functools.partial(
       train_step, iteration_weights=weights, dice_weight=config.loss.dice_weight,

@@ -22,6 +22,7 @@ import ml_collections
 
 from jaxseg.data.regions import Region
 from jaxseg.errors import WorkdirError
+from jaxseg.models import registry
 
 CONFIG_FILE = 'config.json'
 SPLITS_FILE = 'splits.json'
@@ -109,16 +110,16 @@ def _merged(defaults: dict, saved: dict) -> dict:
 
 
 # Config entries that decide the saved state's shapes and meaning; a restart may change
-# everything else (more steps, another learning rate, remat, compute dtype, the
-# compute section).
+# everything else (more steps, another learning rate, the compute section, and the
+# model keys that change speed or memory only, registry.runtime_keys).
 _ARCHITECTURE_KEYS = ('model', 'data.image_size')
-_RUNTIME_MODEL_KEYS = ('remat', 'remat_levels', 'unroll', 'dtype')
 
 
 def _architecture(config: ml_collections.ConfigDict) -> dict:
   as_dict = json.loads(config.to_json())
-  for key in _RUNTIME_MODEL_KEYS:
-    as_dict.get('model', {}).pop(key, None)
+  model = as_dict.get('model', {})
+  for key in registry.runtime_keys(model.get('name')):
+    model.pop(key, None)
   return {key: _get(as_dict, key) for key in _ARCHITECTURE_KEYS}
 
 
