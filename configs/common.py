@@ -37,7 +37,8 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
                             'brats3d': (128, 128, 128)}[variant]
   config.data.modalities = ('t1', 't1ce', 't2', 'flair')  # NIfTI channels, in this order
   config.data.foreground_fraction = 0.33  # share of training windows centred on tumour
-  config.data.cache_dir = config_dict.placeholder(str)  # default $JAXSEG_CACHE_DIR or ~/.cache/jaxseg
+  # unset: $JAXSEG_CACHE_DIR, else ~/.cache/jaxseg
+  config.data.cache_dir = config_dict.placeholder(str)
   config.data.preprocess_workers = config_dict.placeholder(int)  # processes; unset: all cores
   config.data.num_workers = 0       # processes reading training windows; 0: 2 threads here
   config.data.prefetch = 4          # training batches read ahead

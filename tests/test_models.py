@@ -49,6 +49,22 @@ def test_unknown_lstm_location_is_a_clear_error():
     LSTMUNet(UNetSettings(features=(4, 8)), lstm_at=('decoder5',)).init(jax.random.key(0), x)
 
 
+def test_dtypes_are_given_by_name_and_computed_in():
+  settings = UNetSettings(features=(4, 8), dtype='bfloat16', param_dtype='float32')
+  assert (settings.dtype, settings.param_dtype) == (jnp.bfloat16, jnp.float32)
+  x = jnp.ones((1, 8, 8, 4))
+  params = UNet(settings).init(jax.random.key(0), x)['params']
+  logits, _ = UNet(settings).apply({'params': params}, x)
+  exact, _ = UNet(UNetSettings(features=(4, 8))).apply({'params': params}, x)
+  assert logits.dtype == jnp.float32  # the head's, for the loss
+  # computed in bfloat16: off by its rounding (8 bits of mantissa), not by float32's
+  error = float(jnp.max(jnp.abs(logits - exact)))
+  assert 1e-5 * float(jnp.max(jnp.abs(exact))) < error < 0.05 * float(jnp.max(jnp.abs(exact)))
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  with pytest.raises(ValueError, match=r"model.param_dtype: unknown dtype 'float64'"):
+    UNetSettings(param_dtype='float64')
+
+
 def test_parameter_count_does_not_depend_on_iterations():
   x = jnp.ones((1, 16, 16, 4))
   counts = {t: num_params(jax.eval_shape(LSTMUNet(UNetSettings(features=(4, 8)), num_iterations=t,

@@ -2,8 +2,8 @@
 
 `UNetSettings` holds what every U-Net pass is built from (widths, normalisation,
 dtypes, ...), read from `config.model` by key name; the U-Net and the LSTM-U-Net both
-take one. `UNetBody` is one encoder-decoder pass. It carries the states of the ConvLSTM cells
-placed in it (none for a plain U-Net), so the LSTM-U-Net reuses it unchanged as the
+take one. `UNetBody` is one encoder-decoder pass. It carries the states of the ConvLSTM
+cells placed in it (none for a plain U-Net), so the LSTM-U-Net reuses it unchanged as the
 body of its refinement loop.
 
 Level i works at resolution 1/2^i and width features[i]; the deepest level is the
@@ -13,7 +13,7 @@ with i in 0 .. len(features) - 2; a cell sits after that level's conv block.
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -55,15 +55,23 @@ def check_lstm_locations(lstm_at: Sequence[str], num_levels: int) -> None:
       raise ConfigError(f'model.lstm_at: unknown location {location!r}; valid ones are {valid}')
 
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+DTYPES = ('float32', 'bfloat16', 'float16')  # what model.dtype and model.param_dtype take
+
+
+def _dtype(key: str, value) -> jnp.dtype:
+  name = value if isinstance(value, str) else jnp.dtype(value).name
+  if name not in DTYPES:
+    raise ConfigError(f'model.{key}: unknown dtype {value!r}; choose one of {DTYPES}')
+  return jnp.dtype(name)
 
 
 @dataclasses.dataclass(frozen=True)
 class UNetSettings:
   """The settings of one U-Net pass; each field is the `config.model` key of that name.
 
-  Checked when built, so a bad value is refused before any file is written; dtypes
-  are names. What computes the layers is not a setting of the model: see `backend.Ops`.
+  Checked when built, so a bad value is refused before any file is written; the
+  dtypes, given by name, are held as dtypes. What computes the layers is not a setting
+  of the model: see `backend.Ops`.
   """
   features: tuple[int, ...] = (16, 32, 64, 128)
   num_outputs: int = 3
@@ -72,8 +80,8 @@ class UNetSettings:
   upsampling: str = 'transpose'
   deep_supervision: bool = False
   remat_levels: bool = False  # recompute each level's conv block and ConvLSTM cell
-  dtype: str = 'float32'
-  param_dtype: str = 'float32'
+  dtype: Any = 'float32'  # a name in DTYPES, held as the dtype itself once built
+  param_dtype: Any = 'float32'
 
   def __post_init__(self):
     object.__setattr__(self, 'features', tuple(self.features))  # JSON configs give lists
@@ -82,10 +90,8 @@ class UNetSettings:
     modules.check_norm(self.norm)
     modules.get_activation(self.activation)
     layers.check_upsampling(self.upsampling)
-    for key in ('dtype', 'param_dtype'):
-      if getattr(self, key) not in DTYPES:
-        raise ConfigError(f'model.{key}: unknown dtype {getattr(self, key)!r}; choose one of '
-                         f'{sorted(DTYPES)}')
+    for key in ('dtype', 'param_dtype'):  # config names -> the dtypes themselves
+      object.__setattr__(self, key, _dtype(key, getattr(self, key)))
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict, num_outputs: int
@@ -94,14 +100,6 @@ class UNetSettings:
     values = {field.name: model_config[field.name] for field in dataclasses.fields(cls)
               if field.name != 'num_outputs'}
     return cls(num_outputs=num_outputs, **values)
-
-  @property
-  def compute_dtype(self):
-    return DTYPES[self.dtype]
-
-  @property
-  def parameter_dtype(self):
-    return DTYPES[self.param_dtype]
 
 
 class UNetBody(nn.Module):
@@ -118,8 +116,7 @@ class UNetBody(nn.Module):
 
   def _bound(self, constructor, dtype=None):
     s = self.settings
-    return functools.partial(constructor, dtype=dtype or s.compute_dtype,
-                             param_dtype=s.parameter_dtype)
+    return functools.partial(constructor, dtype=dtype or s.dtype, param_dtype=s.param_dtype)
 
   def _block(self, features, name):
     s = self.settings
@@ -145,7 +142,7 @@ class UNetBody(nn.Module):
     s = self.settings
     num_levels = len(s.features)
     check_input_shape(x.shape[1:-1], num_levels)
-    x = x.astype(s.compute_dtype)
+    x = x.astype(s.dtype)
     new_carry: dict[str, Carry] = {}
     skips = []
     for level in range(num_levels - 1):
@@ -158,7 +155,7 @@ class UNetBody(nn.Module):
     aux = []
     for level in reversed(range(num_levels - 1)):
       x = Upsample(s.features[level], self._bound(self.ops.dense), s.upsampling,
-                   s.parameter_dtype, name=f'upsample{level}')(x)
+                   s.param_dtype, name=f'upsample{level}')(x)
       x = jnp.concatenate([x, skips[level]], axis=-1)
       x = self._block(s.features[level], f'decoder{level}')(x)
       x = self._maybe_lstm(f'decoder{level}', x, carry, new_carry)

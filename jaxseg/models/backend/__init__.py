@@ -27,6 +27,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
@@ -92,7 +93,7 @@ def _check(key: str, value: str, choices: tuple[str, ...]) -> None:
                       f'{("auto",) + choices}')
 
 
-def ops_from_config(compute: ml_collections.ConfigDict | None, dtype: str = 'float32',
+def ops_from_config(compute: ml_collections.ConfigDict | None, dtype: Any = 'float32',
                     backend: str | None = None, num_devices: int | None = None) -> Ops:
   """`config.compute` (None: all 'auto') resolved for `backend` and `num_devices` (default:
   JAX's); `dtype`, the models' compute dtype, for the note on bfloat16 convolutions."""
@@ -106,7 +107,7 @@ def ops_from_config(compute: ml_collections.ConfigDict | None, dtype: str = 'flo
   conv3d = values['conv3d']
   if conv3d == 'auto':
     conv3d = 'depth_folded' if backend == 'cpu' and library == 'xla' else 'native'
-  if library == 'onednn' and dtype == 'bfloat16' and not onednn.supports_bfloat16():
+  if library == 'onednn' and jnp.dtype(dtype) == jnp.bfloat16 and not onednn.supports_bfloat16():
     _note_once('jaxseg: this CPU has no bfloat16 units for oneDNN (AVX-512 BF16 or AMX): '
                'bfloat16 convolutions run in float32 between conversions, and '
                'model.dtype=float32 trains as fast or faster here (BENCHMARKS.md)')

@@ -11,6 +11,10 @@ import importlib.util
 from collections.abc import Iterable
 
 import jax
+import jax.numpy as jnp
+
+# The dtypes the kernels handle, and the suffix of their handlers' names for each.
+DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
 
 
 def load(extension: str, targets: Iterable[str], preload: str | None = None

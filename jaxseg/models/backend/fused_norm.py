@@ -38,7 +38,6 @@ from jaxseg.models.backend import ffi_library
 # Activation name -> (the kernel's code, negative slope). The slope is layers'
 # leaky_relu's; tests compare the two.
 ACTIVATIONS = {'none': (0, 0.0), 'relu': (1, 0.0), 'leaky_relu': (2, 0.01)}
-DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
 EPSILON = 1e-6  # flax.linen.GroupNorm's default
 # The kernel's `isa` attribute: 'auto' is the best level the CPU has, as capped.
 ISA_LEVELS = {'auto': 0, 'baseline': 1, 'x86-64-v3': 2, 'x86-64-v4': 3}
@@ -49,8 +48,8 @@ _ONEDNN_ISA_LEVELS = (('AVX512', 'x86-64-v4'), ('AVX10', 'x86-64-v4'), ('AMX', '
 
 @functools.cache
 def _load():
-  targets = [f'jaxseg_group_norm_{kernel_pass}_{suffix}'
-             for kernel_pass in ('forward', 'backward') for suffix in DTYPES.values()]
+  targets = [f'jaxseg_group_norm_{kernel_pass}_{suffix}' for kernel_pass in ('forward', 'backward')
+             for suffix in ffi_library.DTYPES.values()]
   library, reason = ffi_library.load('jaxseg._group_norm', targets)
   if library is None and 'not built' in reason:
     reason += ' (pip install needs a C++ compiler with OpenMP)'
@@ -102,15 +101,16 @@ def effective_isa() -> str | None:
 def supports(x: jax.Array, activation: str) -> bool:
   """Whether `group_norm` computes this: float32 or bfloat16 (batch, *spatial, C), and an
   activation the kernel knows (others are applied by XLA after a plain GroupNorm)."""
-  return x.ndim >= 3 and x.dtype in DTYPES and activation in ACTIVATIONS
+  return x.ndim >= 3 and x.dtype in ffi_library.DTYPES and activation in ACTIVATIONS
 
 
 def _kernel_attributes(x, activation, isa_level):
   code, slope = ACTIVATIONS[activation]
   if isa_level == 'auto':
     isa_level = max_isa()
-  return DTYPES[jnp.dtype(x.dtype)], dict(activation=np.int64(code), slope=np.float32(slope),
-                                          isa=np.int64(ISA_LEVELS[isa_level]))
+  attributes = dict(activation=np.int64(code), slope=np.float32(slope),
+                    isa=np.int64(ISA_LEVELS[isa_level]))
+  return ffi_library.DTYPES[jnp.dtype(x.dtype)], attributes
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

@@ -30,7 +30,6 @@ from jaxseg.models.backend import ffi_library, xla
 
 ONEDNN_LIBRARY = 'libdnnl.so.3'
 PASSES = ('forward', 'backward_data', 'backward_weights')
-DTYPES = {jnp.dtype(jnp.float32): 'f32', jnp.dtype(jnp.bfloat16): 'bf16'}
 
 
 def _onednn_library_path() -> str | None:
@@ -50,7 +49,7 @@ def _onednn_library_path() -> str | None:
 def _load():
   """Loads the extension and registers its handlers with XLA: (library or None, why not)."""
   targets = [f'jaxseg_conv_{kernel_pass}_{suffix}' for kernel_pass in PASSES
-             for suffix in DTYPES.values()]
+             for suffix in ffi_library.DTYPES.values()]
   # The extension links libdnnl by name; it is loaded first from where pip put it.
   library, reason = ffi_library.load('jaxseg._onednn', targets,
                                      preload=_onednn_library_path() or ONEDNN_LIBRARY)
@@ -78,7 +77,7 @@ def supports_bfloat16() -> bool:
 def supports(x: jax.Array, kernel: jax.Array) -> bool:
   """Whether `conv` computes this convolution: 2D or 3D, both operands float32 or
   bfloat16."""
-  return x.ndim in (4, 5) and x.dtype == kernel.dtype and x.dtype in DTYPES
+  return x.ndim in (4, 5) and x.dtype == kernel.dtype and x.dtype in ffi_library.DTYPES
 
 
 def convolve(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -107,7 +106,7 @@ def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def _call(kernel_pass: str, out_shape, dtype, *operands):
   if not available():
     raise RuntimeError(f'oneDNN convolutions requested but {unavailable_reason()}')
-  name = f'jaxseg_conv_{kernel_pass}_{DTYPES[jnp.dtype(dtype)]}'
+  name = f'jaxseg_conv_{kernel_pass}_{ffi_library.DTYPES[jnp.dtype(dtype)]}'
   # Under vmap (the models do not use it), one call per mapped element: slow but right.
   return jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(out_shape, dtype),
                           vmap_method='sequential')(*operands)
