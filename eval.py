@@ -53,6 +53,11 @@ flags.DEFINE_string('lesion_wise', 'auto', "The BraTS challenge's lesion-wise me
 flags.DEFINE_string('remove_lesions_below', '', "Remove predicted connected components smaller "
                     "than this (mm^3) from the written predictions and the metrics: 'challenge' "
                     "(the challenge's lesion threshold), 50, or per region ET=50,TC=20.")
+flags.DEFINE_string('ranking_rules', 'auto', "The penalised lesion-wise metrics BraTS 2023-24 "
+                    "ranked by, computed by jaxseg: 'auto' (the data layout's), 'none', or "
+                    "gli-2023, ssa-2023, men-2023, ped-2023, met-2023, men-2024, gli-2024.")
+flags.DEFINE_string('postprocessing', None, 'A postprocessing.json chosen on cross-validation '
+                    '(choose_postprocessing.py): its minimum lesion volumes per region.')
 flags.DEFINE_bool('all_iterations', False, 'Also write the NIfTI prediction of every earlier '
                   'refinement iteration.')
 
@@ -69,6 +74,7 @@ def main(argv):
       stop_changed_below=FLAGS.stop_changed_below,
       save_probabilities=FLAGS.save_probabilities, lesion_wise=FLAGS.lesion_wise,
       remove_lesions_below=FLAGS.remove_lesions_below, probability_dirs=FLAGS.probabilities,
+      ranking_rules=FLAGS.ranking_rules, postprocessing=FLAGS.postprocessing,
       defaults=_defaults(FLAGS.workdir[0])))
 
 

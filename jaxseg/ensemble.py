@@ -82,6 +82,17 @@ def _saved_stream(paths: list[str], data) -> Iterator[tuple[int, np.ndarray]]:
     yield index, special.logit(clipped)[None].astype(np.float32)
 
 
+def probability_files(folder: str, data) -> list[str]:
+  """The saved probability file of every case of `data` (one-line DataError when any is
+  missing or of other regions)."""
+  return _probability_files(folder, data)
+
+
+def read_probabilities(path: str, region_names: list[str]) -> np.ndarray:
+  """(R, *shape) probabilities of a file written by eval.py --save_probabilities."""
+  return _read_probabilities(path, region_names)
+
+
 def _probability_files(folder: str, data) -> list[str]:
   directory = os.path.join(folder, 'probabilities')
   directory = directory if os.path.isdir(directory) else folder

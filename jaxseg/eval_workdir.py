@@ -17,7 +17,8 @@ from PIL import Image
 from scipy import special
 
 from jaxseg import (challenge_metrics, checkpointing, ensemble, evaluation, figures, parallel,
-                    postprocess, predictions, workdir as files)
+                    postprocess, postprocess_choice, predictions, ranking_metrics,
+                    workdir as files)
 from jaxseg.data import SegmentationData, load_splits, layouts
 from jaxseg.errors import ConfigError, WorkdirError
 from jaxseg.inference import SlidingWindowPredictor
@@ -31,7 +32,8 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
                      skip_bad_cases: bool = False, num_iterations: int | None = None,
                      stop_changed_below: float | None = None, save_probabilities: bool = False,
                      lesion_wise: str = 'auto', remove_lesions_below: str = '',
-                     probability_dirs: list[str] = (),
+                     probability_dirs: list[str] = (), ranking_rules: str = 'auto',
+                     postprocessing: str | None = None,
                      defaults: ml_collections.ConfigDict | None = None) -> dict | None:
   """eval.py: restores a checkpoint of a training run, predicts the recorded `split` (or
   every case under `data_root`), scores the labelled cases and writes the results.
@@ -47,6 +49,9 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   each case stops at the first iteration that changes at most this fraction of its
   voxels (evaluation.converged_iteration). `lesion_wise`: 'auto', 'none' or a
   challenge config (challenge_metrics.py). `remove_lesions_below`: postprocess.py.
+  `ranking_rules`: 'auto', 'none' or the BraTS 2023-24 rules the leaderboard ranked by
+  (ranking_metrics.py), which lead the table and metrics.json. `postprocessing`: a
+  postprocessing.json chosen on cross-validation (postprocess_choice.py).
   """
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
   probability_dirs = list(probability_dirs)
@@ -84,6 +89,12 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
                        regions=regions[0])[split]
   min_volumes = postprocess.parse_min_volumes(
       remove_lesions_below, data.regions, data.layout.min_lesion_voxels if data.layout else None)
+  if postprocessing:
+    if min_volumes:
+      raise ConfigError('--postprocessing and --remove_lesions_below both remove lesions; '
+                        'give one')
+    min_volumes = postprocess_choice.read_choice(postprocessing, data.regions)
+  rules = ranking_metrics.choose(ranking_rules, data.layout, data.regions)
   challenge = challenge_metrics.choose(lesion_wise, data.layout)
   scorer = challenge_metrics.LesionWiseScorer(challenge) if challenge else None
   mesh = parallel.make_mesh()
@@ -120,6 +131,15 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   if trained_iterations is not None:
     summary.update(num_iterations=config.model.num_iterations,
                    num_iterations_trained=trained_iterations)
+  if rules:  # what the leaderboard shows comes first, in the table and in metrics.json
+    ranking_rows = [row for index, path in writer.scorable()
+                    for row in ranking_metrics.score_files(
+                        data.case_ids[index], path,
+                        challenge_metrics.reference_path(data.source[index]), rules)]
+    summary = {'ranking': ranking_metrics.summarize(ranking_rows, rules), **summary}
+    print(ranking_metrics.format_table(summary['ranking']))
+    ranking_metrics.write_rows(os.path.join(output_dir, 'per_case_ranking_metrics.csv'),
+                               ranking_rows, rules)
   print(evaluation.format_table(summary))
   print(f'{split if not data_root else "data"} {evaluation.dice_line(summary)}')
   if scorer:
