@@ -70,7 +70,8 @@ def _glioma_2024():
   return RuleSet('GLI 2024', 'rachitsaluja/BraTS-2024-Metrics metrics_GLI.py', (
       rule('WT', (1, 2, 3)), rule('TC', (1, 3)),
       rule('NETC', (1,), 5, merge=('ET', 'RC')), rule('SNFH', (2,), merge=('ET', 'RC', 'NETC')),
-      rule('ET', (3,), threshold=10, merge=('NETC', 'RC')), rule('RC', (4,), 5, merge=('ET', 'NETC'))),
+      rule('ET', (3,), threshold=10, merge=('NETC', 'RC')),
+      rule('RC', (4,), 5, merge=('ET', 'NETC'))),
       337.0)
 
 

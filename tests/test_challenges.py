@@ -413,3 +413,58 @@ def _data_config(root, tmp_path):
   config.root, config.cache_dir, config.preprocess_workers = str(root), str(tmp_path / 'c'), 0
   config.image_size = (16, 16)
   return config
+
+
+# --- The ranking metrics of BraTS 2023-24, and postprocessing chosen on them. ---
+
+def test_cross_validated_postprocessing_and_the_ranking_metrics_in_eval(gli_runs, tmp_path):
+  from jaxseg import lesionwise, postprocess_choice, ranking_metrics
+  data, (workdir, other) = gli_runs
+  folds = []
+  for run in (workdir, other):  # each run's validation split, its probabilities saved
+    folds.append(str(tmp_path / os.path.basename(run)))
+    eval_workdir.evaluate_workdir(run, split='val', output_dir=folds[-1], num_figures=0,
+                                  save_probabilities=True, lesion_wise='none')
+  cases, regions, rules, _ = postprocess_choice.validation_cases([workdir, other], folds, 'auto')
+  assert rules.name == 'GLI 2024' and [r.name for r in regions] == ['WT', 'TC', 'ET', 'RC']
+  choice = postprocess_choice.choose(cases, regions, rules)
+  assert list(choice['scores']) == ['WT', 'TC', 'ET', 'RC']
+  for region, scores in choice['scores'].items():  # kept only where strictly better
+    none = scores['candidates_mm3']['0']
+    chosen = scores['chosen_mm3']
+    assert chosen is None or scores['candidates_mm3'][f'{chosen:g}'] > none
+  path = tmp_path / 'postprocessing.json'
+  postprocess_choice.write_choice(str(path), {**choice, 'min_lesion_volume_mm3': {'ET': 30.0}})
+  out = tmp_path / 'applied'
+  summary = eval_workdir.evaluate_workdir([workdir, other], data_root=str(data),
+                                          output_dir=str(out), num_figures=0,
+                                          lesion_wise='none', postprocessing=str(path))
+  assert summary['removed_components_below_mm3'] == {'ET': 30.0}
+  # The leaderboard's metrics lead metrics.json, and are lesionwise.py's on the files.
+  with open(out / 'metrics.json') as f:
+    saved = json.load(f)
+  assert list(saved)[0] == 'ranking' and saved['ranking']['rules'] == 'GLI 2024'
+  case_id = sorted(os.listdir(data))[0]
+  prediction, spacing = ranking_metrics.read_labels(str(out / 'predictions' / f'{case_id}.nii.gz'))
+  truth, _ = ranking_metrics.read_labels(str(data / case_id / f'{case_id}-seg.nii.gz'))
+  expected = lesionwise.case_scores(prediction, truth, spacing, rules)
+  with open(out / 'per_case_ranking_metrics.csv') as f:
+    import csv
+    rows = [r for r in csv.DictReader(f) if r['case'] == case_id]
+  assert [r['region'] for r in rows] == ['WT', 'TC', 'NETC', 'SNFH', 'ET', 'RC']
+  for row in rows:
+    assert float(row['dice']) == pytest.approx(expected[row['region']]['dice'], abs=1e-12)
+    assert row['convention'] == 'BraTS GLI 2024 penalised lesion-wise'
+  # A fold without its probabilities, a choice of another region set: one line each.
+  os.remove(os.path.join(folds[1], 'probabilities', os.listdir(
+      os.path.join(folds[1], 'probabilities'))[0]))
+  with pytest.raises(errors.DataError) as error:
+    postprocess_choice.validation_cases([workdir, other], folds, 'auto')
+  assert folds[1] in str(error.value) and 'no probabilities for 1' in str(error.value)
+  path.write_text(json.dumps({'regions': ['WT', 'TC', 'ET'], 'min_lesion_volume_mm3': {}}))
+  result = subprocess.run([sys.executable, 'eval.py', f'--workdir={workdir}',
+                           f'--data_root={data}', f'--output_dir={tmp_path / "x"}',
+                           f'--postprocessing={path}'], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert 'WT,TC,ET,RC' in result.stderr.strip().splitlines()[-1]
