@@ -4,6 +4,8 @@
   python benchmarks/memory.py --config=lstm_unet:brats3d --batch_size=1 --dtype=bfloat16
   python benchmarks/memory.py --conv3d=native               # as compiled on GPU / TPU
   python benchmarks/memory.py --target=tpu:v5e:2x2          # compiled for one TPU v5e chip
+  python benchmarks/memory.py --config=unet:brats3d,lstm_unet:brats3d --batch_size=2 \
+      --dtype=float32,bfloat16 --target=tpu:v5e:2x2,tpu:v5p:2x2x1,tpu:v6e:2x2 --first_fit
 
 Compiles (does not run) the train step of the config for the default JAX device, or
 with --target=tpu:TOPOLOGY for one chip of a TPU topology (ahead-of-time, through
@@ -12,13 +14,15 @@ the compiled program: arguments (parameters, optimiser state, batch), outputs, a
 temporaries (the activations kept for the backward pass, which rematerialisation
 trades for recomputation). Compiling needs no accelerator
 memory, so the figures for a 128^3 patch come from any machine; they are XLA's
-estimate for the device compiled for.
+estimate for the device compiled for. --first_fit answers "which switches does this
+chip need?": per config, dtype and chip it stops at the first row the compiler accepts.
 """
 
 import argparse
 import importlib
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,6 +40,7 @@ from jaxseg.train_state import setup_model  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
 
 GIB = 2**30
+REMATS = ('none', 'iterations', 'levels')
 
 
 def target_device(target: str | None):
@@ -79,11 +84,44 @@ def analyse(config, batch_size: int, device) -> dict[str, float]:
           'temporaries': memory.temp_size_in_bytes / GIB}
 
 
+def planned_rows(name: str, rows: str | None, microbatches: str, first_fit: bool):
+  """(remat, microbatches) pairs in the order they are compiled. remat: 'none',
+  'iterations' (model.remat, LSTM-U-Net only) or 'levels' (model.remat_levels)."""
+  if rows:
+    pairs = [row.partition(':') for row in rows.split(',')]
+    if any(remat not in REMATS or not k.isdigit() or int(k) < 1 for remat, _, k in pairs):
+      raise SystemExit(f'--rows={rows}: expected REMAT:MICROBATCHES,... with REMAT one of '
+                       f'{", ".join(REMATS)}, e.g. none:1,levels:2')
+    return [(remat, int(k)) for remat, _, k in pairs]
+  if first_fit:  # the cheapest change first: recompute, then smaller parts, then both
+    return [('none', 1), ('levels', 1), ('none', 2), ('levels', 2)]
+  runs = [('none', 1), ('levels', 1)]
+  if name == 'lstm_unet':
+    runs.insert(1, ('iterations', 1))
+  for k in (int(k) for k in microbatches.split(',') if int(k) > 1):
+    runs += [('none', k), ('levels', k)]  # micro-batches alone, and with level remat
+  return runs
+
+
+def row_config(name: str, variant: str, remat: str, microbatches: int, dtype: str,
+               conv3d: str):
+  config = importlib.import_module(f'configs.{name}').get_config(variant or None)
+  if name == 'lstm_unet':
+    config.model.remat = remat == 'iterations'
+  config.model.remat_levels = remat == 'levels'
+  config.train.microbatches = microbatches
+  config.model.dtype = dtype
+  config.compute.conv3d = conv3d
+  return config
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='lstm_unet:brats3d')
-  parser.add_argument('--batch_size', type=int, default=None)
-  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--config', default='lstm_unet:brats3d',
+                      help='CONFIG:VARIANT, or several separated by commas')
+  parser.add_argument('--batch_size', type=int, default=None,
+                      help="per device compiled for; default: the config's train.batch_size")
+  parser.add_argument('--dtype', default='float32', help='model.dtype, or several: float32,bfloat16')
   parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
   parser.add_argument('--conv3d', default='auto',
                       help="compute.conv3d; 'auto' is native, but depth_folded on a CPU without "
@@ -94,52 +132,48 @@ def main():
                            'alone and with level remat')
   parser.add_argument('--target', default=None,
                       help='tpu:TOPOLOGY (e.g. tpu:v5e:2x2) compiles for one chip of that TPU '
-                           'topology; default: the default JAX device')
+                           'topology, several separated by commas; default: the default JAX '
+                           'device')
+  parser.add_argument('--first_fit', action='store_true',
+                      help='per config, dtype and target, stop at the first row that compiles '
+                           '(a TPU compiler refuses a step larger than the chip); rows: none:1, '
+                           'levels:1, none:2, levels:2 unless --rows')
   args = parser.parse_args()
-  name, _, variant = args.config.partition(':')
-  device = target_device(args.target)
-  try:
-    # 'auto' follows the target (and, on a CPU, the convolution library it gets)
-    args.conv3d = ops_from_config({'conv3d': args.conv3d}, backend=device.platform,
-                                  num_devices=1).conv3d
-  except ValueError as error:
-    raise SystemExit(f'--conv3d: {error}') from None
-  print(f'jax {jax.__version__}, compiled for {device.platform} ({device.device_kind}); '
-        f'compute.conv3d={args.conv3d}')
-  print('| config | batch | dtype | remat | microbatches | arguments (GiB) | temporaries (GiB) '
-        '| arguments + temporaries (GiB) |')
-  print('| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |')
-  # remat: 'none', 'iterations' (model.remat, LSTM-U-Net only), 'levels' (model.remat_levels)
-  runs = [('none', 1), ('levels', 1)]
-  if name == 'lstm_unet':
-    runs.insert(1, ('iterations', 1))
-  for k in (int(k) for k in args.microbatches.split(',') if int(k) > 1):
-    runs += [('none', k), ('levels', k)]  # micro-batches alone, and with level remat
-  if args.rows:
-    rows = [row.partition(':') for row in args.rows.split(',')]
-    if any(remat not in ('none', 'iterations', 'levels') or not k.isdigit() or int(k) < 1
-           for remat, _, k in rows):
-      raise SystemExit(f'--rows={args.rows}: expected REMAT:MICROBATCHES,... with REMAT one '
-                       'of none, iterations, levels, e.g. none:1,levels:2')
-    runs = [(remat, int(k)) for remat, _, k in rows]
-  for remat, microbatches in runs:
-    config = importlib.import_module(f'configs.{name}').get_config(variant or None)
-    if name == 'lstm_unet':
-      config.model.remat = remat == 'iterations'
-    config.model.remat_levels = remat == 'levels'
-    config.train.microbatches = microbatches
-    config.model.dtype = args.dtype
-    config.compute.conv3d = args.conv3d
-    batch_size = args.batch_size or config.train.batch_size
-    sizes = analyse(config, batch_size, device)
-    if 'refused' in sizes:
-      print(f'| {args.config} {tuple(config.data.image_size)} | {batch_size} | {args.dtype} | '
-            f'{remat} | {microbatches} | does not fit: {sizes["refused"]} | | |', flush=True)
-      continue
-    total = sizes['arguments'] + sizes['temporaries']  # outputs reuse the donated state
-    print(f'| {args.config} {tuple(config.data.image_size)} | {batch_size} | {args.dtype} | '
-          f'{remat} | {microbatches} | {sizes["arguments"]:.2f} | {sizes["temporaries"]:.2f} | '
-          f'{total:.2f} |', flush=True)
+  targets = args.target.split(',') if args.target else [None]
+  print(f'jax {jax.__version__}')
+  print('| config | batch | dtype | compiled for | remat | microbatches | arguments (GiB) '
+        '| temporaries (GiB) | arguments + temporaries (GiB) |')
+  print('| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |')
+  for config_name in args.config.split(','):
+    name, _, variant = config_name.partition(':')
+    for target in targets:
+      device = target_device(target)
+      try:
+        # 'auto' follows the target (and, on a CPU, the convolution library it gets)
+        conv3d = ops_from_config({'conv3d': args.conv3d}, backend=device.platform,
+                                 num_devices=1).conv3d
+      except ValueError as error:
+        raise SystemExit(f'--conv3d: {error}') from None
+      where = f'{target or device.platform} ({device.device_kind}), conv3d={conv3d}'
+      for dtype in args.dtype.split(','):
+        for remat, microbatches in planned_rows(name, args.rows, args.microbatches,
+                                                args.first_fit):
+          config = row_config(name, variant, remat, microbatches, dtype, conv3d)
+          batch_size = args.batch_size or config.train.batch_size
+          start = time.perf_counter()
+          sizes = analyse(config, batch_size, device)
+          print(f'{config_name} {where} {dtype} {remat}:{microbatches}: compiled in '
+                f'{time.perf_counter() - start:.0f} s', file=sys.stderr, flush=True)
+          head = (f'| {config_name} {tuple(config.data.image_size)} | {batch_size} | {dtype} | '
+                  f'{where} | {remat} | {microbatches} |')
+          if 'refused' in sizes:
+            print(f'{head} does not fit: {sizes["refused"]} | | |', flush=True)
+            continue
+          total = sizes['arguments'] + sizes['temporaries']  # outputs reuse the donated state
+          print(f'{head} {sizes["arguments"]:.2f} | {sizes["temporaries"]:.2f} | {total:.2f} |',
+                flush=True)
+          if args.first_fit:
+            break
 
 
 if __name__ == '__main__':
