@@ -95,14 +95,15 @@ def grouped_lesions(mask: np.ndarray, dilation: int) -> np.ndarray:
 
 def _touching_pairs(first: np.ndarray, second: np.ndarray) -> list[tuple[int, int]]:
   """(label in first, label in second) of lesions that are 18-neighbours or overlap."""
-  pairs = set()
-  for offset in zip(*np.nonzero(_CROSS)):
-    shift = [o - 1 for o in offset]
-    a = first[tuple(slice(max(0, -s), n - max(0, s)) for s, n in zip(shift, first.shape))]
-    b = second[tuple(slice(max(0, s), n - max(0, -s)) for s, n in zip(shift, first.shape))]
-    both = (a > 0) & (b > 0)
-    pairs.update(zip(a[both].tolist(), b[both].tolist()))
-  return sorted(pairs)
+  where = np.nonzero(first)
+  labels, found = first[where], []
+  for offset in np.argwhere(_CROSS) - 1:
+    moved = [w + o for w, o in zip(where, offset)]
+    inside = np.all([(m >= 0) & (m < n) for m, n in zip(moved, first.shape)], axis=0)
+    other = second[tuple(m[inside] for m in moved)]
+    found.append(np.stack([labels[inside], other])[:, other > 0])
+  pairs = np.unique(np.concatenate(found, axis=1), axis=1)
+  return [(int(a), int(b)) for a, b in pairs.T]
 
 
 def _merge_touching(lesions: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
@@ -189,6 +190,13 @@ def region_scores(predicted: np.ndarray, truth: np.ndarray, spacing, rule: Regio
 
 def case_scores(prediction: np.ndarray, truth: np.ndarray, spacing, rules: RuleSet) -> dict:
   """Region name -> {'dice', 'hd95', 'tp', 'fp', 'fn'} of one case's 3D label maps."""
+  # Only the tumour's surroundings: every dilation and touch stays within this margin,
+  # and cropping keeps the scan order that numbers the lesions.
+  foreground = ndimage.find_objects(((prediction > 0) | (truth > 0)).astype(np.uint8))
+  if foreground:
+    margin = 1 + max(rule.dilation for rule in rules.regions)
+    box = _box(foreground[0], truth.shape, margin)
+    prediction, truth = prediction[box], truth[box]
   predicted = lesion_maps(prediction, rules, predicted=True)
   reference = lesion_maps(truth, rules, predicted=False)
   return {rule.name: region_scores(predicted[rule.name], reference[rule.name], spacing, rule,
