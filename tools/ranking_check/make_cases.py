@@ -18,16 +18,19 @@ def tumour(labels, centre, size, with_rc):
 def case(with_rc):
     gt = np.zeros(shape, np.uint8)
     for _ in range(rng.integers(1, 4)):
-        tumour(gt, rng.uniform(8, np.array(shape) - 8), rng.uniform(3, 8, 3), with_rc and rng.random() < .6)
+        tumour(gt, rng.uniform(8, np.array(shape) - 8), rng.uniform(3, 8, 3),
+               with_rc and rng.random() < .6)
     for _ in range(rng.integers(0, 4)):  # small satellites, some near a tumour
-        c = rng.integers(2, np.array(shape) - 2); gt[tuple(slice(x - 1, x + rng.integers(1, 3)) for x in c)] = rng.choice([1, 2, 3])
+        c = rng.integers(2, np.array(shape) - 2)
+        gt[tuple(slice(x - 1, x + rng.integers(1, 3)) for x in c)] = rng.choice([1, 2, 3])
     pred = np.roll(gt, tuple(rng.integers(-2, 3, 3)), axis=(0, 1, 2))
     pred = np.where(rng.random(shape) < 0.03, 0, pred).astype(np.uint8)
     lab, k = ndimage.label(pred > 0)
     for i in range(1, k + 1):
         if rng.random() < 0.2: pred[lab == i] = 0                 # a missed lesion
     for _ in range(rng.integers(0, 4)):                           # false positives
-        c = rng.integers(3, np.array(shape) - 3); pred[ball(shape, c, rng.uniform(0.8, 3, 3))] = rng.choice([1, 2, 3, 4])
+        c = rng.integers(3, np.array(shape) - 3)
+        pred[ball(shape, c, rng.uniform(0.8, 3, 3))] = rng.choice([1, 2, 3, 4])
     if rng.random() < 0.15: pred[:] = 0
     if rng.random() < 0.1: gt[gt == 3] = 0
     return gt, pred

@@ -9,7 +9,8 @@ import numpy as np, pandas as pd
 # numeric columns of a frame holding arrays; pandas 1.5 raises there. Same effect:
 _replace = pd.DataFrame.replace
 def _numeric_replace(self, to_replace=None, value=None, *args, **kwargs):
-    if kwargs.get('inplace') or args: return _replace(self, to_replace, value, *args, **kwargs)
+    if kwargs.get('inplace') or args:
+        return _replace(self, to_replace, value, *args, **kwargs)
     out = self.copy()
     for column in out.columns:
         if out[column].dtype != object: out[column] = out[column].replace(to_replace, value)
@@ -22,5 +23,7 @@ for seg in sorted(glob.glob(f'{cases}/*-seg.nii.gz')):
     pred = seg.replace('-seg.', '-pred.')
     out = module.get_LesionWiseResults(pred, seg, 'BraTS-GLI')
     df = out[0] if isinstance(out, tuple) else out
-    results[os.path.basename(seg)[:19]] = {r['Labels']: {k: float(r[k]) for k in ('LesionWise_Score_Dice', 'LesionWise_Score_HD95', 'Num_TP', 'Num_FP', 'Num_FN')} for _, r in df.iterrows()}
+    keys = ('LesionWise_Score_Dice', 'LesionWise_Score_HD95', 'Num_TP', 'Num_FP', 'Num_FN')
+    results[os.path.basename(seg)[:19]] = {r['Labels']: {k: float(r[k]) for k in keys}
+                                           for _, r in df.iterrows()}
 json.dump(results, open(f'{cases}/theirs_{year}.json', 'w'), indent=1)
