@@ -35,6 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
+from jaxseg.models import backend  # noqa: E402
 from jaxseg.models.backend import ops_from_config  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
@@ -104,14 +105,15 @@ def planned_rows(name: str, rows: str | None, microbatches: str, first_fit: bool
 
 
 def row_config(name: str, variant: str, remat: str, microbatches: int, dtype: str,
-               conv3d: str):
+               ops: backend.Ops):
   config = importlib.import_module(f'configs.{name}').get_config(variant or None)
   if name == 'lstm_unet':
     config.model.remat = remat == 'iterations'
   config.model.remat_levels = remat == 'levels'
   config.train.microbatches = microbatches
   config.model.dtype = dtype
-  config.compute.conv3d = conv3d
+  config.compute.update(conv_library=ops.conv_library, norm_kernel=ops.norm_kernel,
+                        conv3d=ops.conv3d)
   return config
 
 
@@ -149,16 +151,17 @@ def main():
     for target in targets:
       device = target_device(target)
       try:
-        # 'auto' follows the target (and, on a CPU, the convolution library it gets)
-        conv3d = ops_from_config({'conv3d': args.conv3d}, backend=device.platform,
-                                 num_devices=1).conv3d
+        # 'auto' resolved for the target, not for this host: a TPU program must not
+        # call the CPU kernels (and conv3d follows the convolution library)
+        ops = ops_from_config({'conv3d': args.conv3d}, backend=device.platform,
+                              num_devices=1)
       except ValueError as error:
         raise SystemExit(f'--conv3d: {error}') from None
-      where = f'{target or device.platform} ({device.device_kind}), conv3d={conv3d}'
+      where = f'{target or device.platform} ({device.device_kind}), {backend.describe(ops)}'
       for dtype in args.dtype.split(','):
         for remat, microbatches in planned_rows(name, args.rows, args.microbatches,
                                                 args.first_fit):
-          config = row_config(name, variant, remat, microbatches, dtype, conv3d)
+          config = row_config(name, variant, remat, microbatches, dtype, ops)
           batch_size = args.batch_size or config.train.batch_size
           start = time.perf_counter()
           sizes = analyse(config, batch_size, device)
