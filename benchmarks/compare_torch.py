@@ -40,7 +40,6 @@ Ratios are JAX / faster PyTorch throughput: above 1, JAX is faster.
 """
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -68,6 +67,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import report as benchmark_report  # noqa: E402
+from cases import make_config, make_inputs, time_steps  # noqa: E402,F401  (shared)
 import torch_models  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
@@ -118,25 +118,6 @@ def host_memory_environment(framework: str) -> dict:
   return allocator_environment(os.environ, **TORCH_HOST_MEMORY)
 
 
-def make_config(name: str, variant: str, shape, batch: int, features=None):
-  config = importlib.import_module(f'configs.{name}').get_config(variant)
-  config.data.image_size = tuple(shape)
-  config.train.batch_size = batch
-  if features:
-    config.model.features = tuple(features)
-  return config
-
-
-def make_inputs(config, seed: int = 0):
-  """Random z-scored images and region masks, channels-last (B, *spatial, C)."""
-  rng = np.random.default_rng(seed)
-  batch, shape = config.train.batch_size, tuple(config.data.image_size)
-  channels, regions = len(config.data.modalities), len(BRATS_2023_REGIONS)
-  image = rng.standard_normal((batch, *shape, channels), dtype=np.float32)
-  target = (rng.random((batch, *shape, regions)) < 0.1).astype(np.uint8)
-  return image, target
-
-
 def channels_first(x: np.ndarray) -> torch.Tensor:
   return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
 
@@ -159,19 +140,6 @@ def round_range(results: dict, framework: str, key: str) -> str:
   ratios = [min(torch) / own for torch, own in zip(torch_rounds,
                                                    results[framework][f'rounds_{key}'])]
   return f' ({min(ratios):.2f}-{max(ratios):.2f})' if len(ratios) > 1 else ''
-
-
-def time_steps(run, steps: int) -> tuple[float, float]:
-  """(seconds of the first call, median seconds of the `steps` calls after it)."""
-  start = time.perf_counter()
-  run()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
 
 
 def peak_rss_gib() -> float:
