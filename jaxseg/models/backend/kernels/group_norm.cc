@@ -217,37 +217,27 @@ ffi::Error BackwardHandler(ffi::Buffer<T> dy, ffi::Buffer<T> x, ffi::Buffer<ffi:
 
 }  // namespace
 
-#define JAXSEG_GROUP_NORM_HANDLERS(SUFFIX, TYPE)                                        \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                      \
-      jaxseg_group_norm_forward_##SUFFIX, ForwardHandler<TYPE>,                       \
-      ffi::Ffi::Bind()                                                                \
-          .Arg<ffi::Buffer<TYPE>>()                                                   \
-          .Arg<ffi::Buffer<ffi::F32>>()                                               \
-          .Arg<ffi::Buffer<ffi::F32>>()                                               \
-          .Ret<ffi::Buffer<TYPE>>()                                                   \
-          .Ret<ffi::Buffer<ffi::F32>>()                                               \
-          .Ret<ffi::Buffer<ffi::F32>>()                                               \
-          .Attr<int64_t>("groups")                                                    \
-          .Attr<float>("epsilon")                                                     \
-          .Attr<int64_t>("activation")                                                \
-          .Attr<float>("slope")                                                       \
-          .Attr<int64_t>("isa"));                                                     \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                      \
-      jaxseg_group_norm_backward_##SUFFIX, BackwardHandler<TYPE>,                     \
-      ffi::Ffi::Bind()                                                                \
-          .Arg<ffi::Buffer<TYPE>>()                                                   \
-          .Arg<ffi::Buffer<TYPE>>()                                                   \
-          .Arg<ffi::Buffer<ffi::F32>>()                                               \
-          .Arg<ffi::Buffer<ffi::F32>>()                                               \
-          .Arg<ffi::Buffer<ffi::F32>>()                                               \
-          .Arg<ffi::Buffer<ffi::F32>>()                                               \
-          .Ret<ffi::Buffer<TYPE>>()                                                   \
-          .Ret<ffi::Buffer<ffi::F32>>()                                               \
-          .Ret<ffi::Buffer<ffi::F32>>()                                               \
-          .Attr<int64_t>("groups")                                                    \
-          .Attr<int64_t>("activation")                                                \
-          .Attr<float>("slope")                                                       \
-          .Attr<int64_t>("isa"));
+// Scale, bias and the per-group statistics are float32 in both passes, which share
+// the activation's attributes: the macros say so once.
+#define JAXSEG_F32_BUFFER ffi::Buffer<ffi::F32>
+#define JAXSEG_ACTIVATION_ATTRS \
+  .Attr<int64_t>("activation").Attr<float>("slope").Attr<int64_t>("isa")
+
+#define JAXSEG_GROUP_NORM_HANDLERS(SUFFIX, TYPE)                                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                        \
+      jaxseg_group_norm_forward_##SUFFIX, ForwardHandler<TYPE>,                         \
+      ffi::Ffi::Bind()                                                                  \
+          .Arg<ffi::Buffer<TYPE>>().Arg<JAXSEG_F32_BUFFER>().Arg<JAXSEG_F32_BUFFER>()   \
+          .Ret<ffi::Buffer<TYPE>>().Ret<JAXSEG_F32_BUFFER>().Ret<JAXSEG_F32_BUFFER>()   \
+          .Attr<int64_t>("groups").Attr<float>("epsilon") JAXSEG_ACTIVATION_ATTRS);     \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                        \
+      jaxseg_group_norm_backward_##SUFFIX, BackwardHandler<TYPE>,                       \
+      ffi::Ffi::Bind()                                                                  \
+          .Arg<ffi::Buffer<TYPE>>().Arg<ffi::Buffer<TYPE>>()                            \
+          .Arg<JAXSEG_F32_BUFFER>().Arg<JAXSEG_F32_BUFFER>()                            \
+          .Arg<JAXSEG_F32_BUFFER>().Arg<JAXSEG_F32_BUFFER>()                            \
+          .Ret<ffi::Buffer<TYPE>>().Ret<JAXSEG_F32_BUFFER>().Ret<JAXSEG_F32_BUFFER>()   \
+          .Attr<int64_t>("groups") JAXSEG_ACTIVATION_ATTRS);
 
 JAXSEG_GROUP_NORM_HANDLERS(f32, ffi::DataType::F32)
 JAXSEG_GROUP_NORM_HANDLERS(bf16, ffi::DataType::BF16)
