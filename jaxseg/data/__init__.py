@@ -14,9 +14,18 @@
   input_pipeline.py  the grain pipeline of training batches
 """
 
-from jaxseg.data.dataset import SegmentationData
-from jaxseg.data.input_pipeline import train_batches, train_iterator
-from jaxseg.data.sources import case_ids_by_split, load_splits
+import importlib
 
-__all__ = ['SegmentationData', 'case_ids_by_split', 'load_splits', 'train_batches',
-           'train_iterator']
+# Imported on first use, so that the numpy-only modules of this package (brats,
+# nifti_case, preprocessing, regions, layouts, sampling) load without JAX or grain: the
+# ONNX Runtime predictor (jaxseg/onnx_predict.py) runs on them alone.
+_EXPORTS = {'SegmentationData': 'dataset', 'train_batches': 'input_pipeline',
+            'train_iterator': 'input_pipeline', 'case_ids_by_split': 'sources',
+            'load_splits': 'sources'}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  return getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'), name)
