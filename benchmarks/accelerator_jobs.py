@@ -151,15 +151,10 @@ def inference_job(settings: dict) -> None:
   for tta in (False, True):
     predictor = inference.SlidingWindowPredictor.from_config(
         model, config.eval, size, parallel.make_mesh(), tuple(range(len(size))) if tta else ())
-    times = []
-    for _ in range(2):  # the first call compiles
-      start = time.perf_counter()
-      for _ in predictor.predict(params, [image]):
-        pass
-      times.append(time.perf_counter() - start)
+    first_s, case_s = cases.whole_case_seconds(predictor, params, [image])
     windows = int(np.prod([len(inference.window_starts(s, w, config.eval.overlap))
                            for s, w in zip(image.shape[:-1], size)]))
-    emit(model=settings['inference_model'], tta=tta, case_s=times[1], first_s=times[0],
+    emit(model=settings['inference_model'], tta=tta, case_s=case_s, first_s=first_s,
          cropped=list(image.shape[:-1]), windows=windows, batch=config.eval.batch_size)
 
 

@@ -1,5 +1,6 @@
 """What the framework comparisons share, with no framework imported: a benchmark case's
-config, its random inputs (the same in every process for the same seed) and step timing.
+config, its random inputs (the same in every process for the same seed), step timing and
+whole-case prediction timing.
 compare_torch.py, accelerator.py and the benchmarks built on them import these."""
 
 import importlib
@@ -42,3 +43,15 @@ def time_steps(run, steps: int) -> tuple[float, float]:
     run()
     times.append(time.perf_counter() - start)
   return first, statistics.median(times)
+
+
+def whole_case_seconds(predictor, params, images) -> tuple[float, float]:
+  """(first, second) wall time of a SlidingWindowPredictor over `images`: the first
+  includes compiling."""
+  times = []
+  for _ in range(2):
+    start = time.perf_counter()
+    for _ in predictor.predict(params, images):
+      pass
+    times.append(time.perf_counter() - start)
+  return times[0], times[1]

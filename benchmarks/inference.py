@@ -35,6 +35,7 @@ from jaxseg.data import load_splits  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
 from input_pipeline import write_cases  # noqa: E402
 
 
@@ -73,12 +74,7 @@ def main():
       config.eval.batch_size = batch_size
       predictor = inference.SlidingWindowPredictor.from_config(
           model, config.eval, size, mesh, mirror_axes if tta else ())
-      times = []
-      for _ in range(2):  # the first includes compilation
-        start = time.perf_counter()
-        for _ in predictor.predict(params, [image]):
-          pass
-        times.append(time.perf_counter() - start)
+      times = cases.whole_case_seconds(predictor, params, [image])
       print(f'TTA {"on (all mirrorings)" if tta else "off"}: {times[1]:.1f} s per case '
             f'(first call with compilation {times[0]:.1f} s)', flush=True)
     if args.tta == 'batch':
