@@ -133,10 +133,13 @@ def table(done: dict, settings: dict, models, dtypes, kinds=JOB_KINDS) -> list[s
       key = f'jax_train:{model}:{dtype}'
       for r in done.get(key, ([], None))[0]:
         flops[model] = r['flops']
-        rows.append(f'| JAX train | {model} | {dtype} | batch {batch} | {batch / r["step_s"]:.2f} '
-                    f'| {1000 * r["step_s"]:.0f} ms | {_mfu(r["flops"], r["step_s"], r["device"], dtype)} '
-                    f'| {_gib(r["peak_gib"])} | {_gib(r["xla_gib"])} | compile {r["compile_s"]:.0f} s, '
-                    f'{r["flops"] / 1e9:.4g} GFLOP/step, median of {r["steps"]} |')
+        mfu = _mfu(r['flops'], r['step_s'], r['device'], dtype)
+        rows.append(f'| JAX train | {model} | {dtype} | batch {batch} | '
+                    f'{batch / r["step_s"]:.2f} | {1000 * r["step_s"]:.0f} ms | {mfu} | '
+                    f'{_gib(r["peak_gib"])} | {_gib(r["xla_gib"])} | compile '
+                    f'{r["compile_s"]:.0f} s, {(r["flops"] or 0) / 1e9:.4g} GFLOP/step, median '
+                    f'of {r["steps"]}; augmentation on the device included (train.py\'s step; '
+                    'the PyTorch step has none) |')
       if not done.get(key, ([], None))[0]:
         missing('JAX train', model, dtype, f'batch {batch}', key)
   for model in models if 'torch' in kinds else ():
@@ -151,7 +154,8 @@ def table(done: dict, settings: dict, models, dtypes, kinds=JOB_KINDS) -> list[s
       rows.append(f'| PyTorch train | {model} | bfloat16 AMP | {label} | '
                   f'{batch / r["step_s"]:.2f} | {1000 * r["step_s"]:.0f} ms | '
                   f'{_mfu(flops.get(model), r["step_s"], r["device"], "bfloat16")} | '
-                  f'{_gib(r["peak_gib"])} | | first step {r["first_s"]:.0f} s, torch {r["torch"]} |')
+                  f'{_gib(r["peak_gib"])} | | first step {r["first_s"]:.0f} s, '
+                  f'torch {r["torch"]} |')
   results, _ = done.get('inference', ([], None))
   for tta in (False, True) if 'inference' in kinds else ():
     r = next((r for r in results if r['tta'] == tta), None)

@@ -123,7 +123,8 @@ def main():
                       help='CONFIG:VARIANT, or several separated by commas')
   parser.add_argument('--batch_size', type=int, default=None,
                       help="per device compiled for; default: the config's train.batch_size")
-  parser.add_argument('--dtype', default='float32', help='model.dtype, or several: float32,bfloat16')
+  parser.add_argument('--dtype', default='float32',
+                      help='model.dtype, or several: float32,bfloat16')
   parser.add_argument('--microbatches', default='1,2', help='values of train.microbatches')
   parser.add_argument('--conv3d', default='auto',
                       help="compute.conv3d; 'auto' is native, but depth_folded on a CPU without "

@@ -31,7 +31,10 @@ case "${1:-}" in
     du -sh .whl
     ;;
   run)
-    ls .whl/*.whl >/dev/null 2>&1 || { echo 'device_check: no .whl/ here: run "fetch" first and carry .whl' >&2; exit 2; }
+    if ! ls .whl/*.whl >/dev/null 2>&1; then
+      echo 'device_check: no .whl/ here: run "fetch" first and carry .whl' >&2
+      exit 2
+    fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$root" PYTHONUNBUFFERED=1
