@@ -57,7 +57,7 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   probability_dirs = list(probability_dirs)
   is_ensemble = ensemble.check_arguments(workdirs, probability_dirs, data_root, output_dir)
   configs = [files.read_config(w, defaults) for w in workdirs]
-  regions = [files.read_regions(w) or _regions_before_regions_json(c)
+  regions = [files.read_regions(w) or regions_before_regions_json(c)
              for w, c in zip(workdirs, configs)]
   ensemble.check_members(workdirs, configs, regions)
   config = configs[0]
@@ -157,7 +157,7 @@ def evaluate_workdir(workdir: str | list[str], *, checkpoint: str = 'best', spli
   return summary
 
 
-def _regions_before_regions_json(config: ml_collections.ConfigDict):
+def regions_before_regions_json(config: ml_collections.ConfigDict):
   """Workdirs trained before regions.json: the glioma regions, or a 2D folder's own."""
   if config.data.root and os.path.isdir(os.path.join(os.path.expanduser(config.data.root),
                                                      'images')):

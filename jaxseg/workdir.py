@@ -11,6 +11,7 @@
 Also the start-up checks of a workdir: writable, and room for two checkpoints.
 """
 
+import importlib
 import json
 import os
 import shutil
@@ -90,6 +91,13 @@ def _with_compute_section(saved):
       if key in model:
         compute.setdefault(key, model.pop(key))
   return saved
+
+
+def config_defaults(workdir: str) -> ml_collections.ConfigDict | None:
+  """The current config file of the workdir's model (registry.config_module): values for
+  keys added to jaxseg since the run saved its config.json."""
+  module = registry.config_module(saved_model_name(workdir))
+  return importlib.import_module(module).get_config(None) if module else None
 
 
 def saved_model_name(workdir: str) -> str | None:

@@ -165,6 +165,33 @@ def _discover_brats(root: str, layout: str):
   return layouts.LAYOUTS[layout], cases, problems
 
 
+def case_folder(directory: str, channels) -> tuple[Layout, CaseFiles]:
+  """The layout and the image files of one BraTS case folder (either naming), one per
+  name of `channels` (CHANNELS' names) in that order, without its segmentation: one
+  case predicted outside a data root (onnx_predict.py)."""
+  directory = os.path.normpath(directory)
+  if not os.path.isdir(directory):
+    raise DataError(f'{directory}: not a directory')
+  found = _folder_layouts(directory)
+  if len(found) != 1:
+    raise DataError(f'{directory}: not a BraTS case folder (its NIfTI files are named '
+                    f'<folder>_t1ce.nii.gz or <folder>-t1c.nii.gz and so on)')
+  layout = found.pop()
+  suffixes = _SUFFIXES['2021' if layout == 'brats2021' else '2023']
+  name, images = os.path.basename(directory), []
+  for channel in channels:
+    if channel not in CHANNELS:
+      raise DataError(f'the model takes the modality {channel!r}, not one of a BraTS case '
+                      f'({", ".join(CHANNELS)})')
+    suffix = suffixes[CHANNELS.index(channel)]
+    path = _find(directory, name + suffix)
+    if path is None:
+      raise DataError(f'{directory}: no {channel} image ({name}{suffix}.nii.gz); the model '
+                      f'takes {", ".join(channels)}')
+    images.append(path)
+  return layouts.LAYOUTS[layout], CaseFiles(name, tuple(images), None)
+
+
 def _discover_decathlon(root: str):
   json_path = os.path.join(root, 'dataset.json')
   try:
