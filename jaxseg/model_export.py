@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxseg import checkpointing, eval_workdir, parallel, sliding_window, workdir as files
+from jaxseg import checkpointing, parallel, sliding_window, workdir as files
 from jaxseg.data import brats, layouts, synthetic
 from jaxseg.data.regions import Region
 from jaxseg.errors import CheckpointError, ConfigError, WorkdirError
@@ -58,10 +58,10 @@ def restore(workdir: str, checkpoint: str = 'best', *, for_onnx: bool = False,
   config.compute = ml_collections.ConfigDict(
       {'conv_library': 'xla', 'norm_kernel': 'xla',
        'conv3d': 'depth_folded' if depth_folded else 'native'})
-  regions = files.read_regions(workdir) or eval_workdir.regions_before_regions_json(config)
-  if regions is None:
-    raise WorkdirError(f'{workdir}: no regions.json; evaluate it once with eval.py, which '
-                       'works them out from its data, or train it again')
+  regions = files.read_regions(workdir)
+  if regions is None:  # a run older than regions.json
+    raise WorkdirError(f'{workdir}: no regions.json, which says what the model predicts; '
+                       'write it (a list of {"name", "labels"}), or train the run again')
   checkpointer = checkpointing.Checkpointer(workdir, create=False)
   step = checkpointing.checkpoint_step(checkpointer, checkpoint)
   sharding = parallel.replicated(parallel.make_mesh())
