@@ -66,15 +66,14 @@ def main(argv):
   cli.parse_flags(argv, __doc__)
   if not FLAGS.workdir:
     cli.fail('--workdir is empty; give the workdir of a training run')
-  cli.run(lambda: eval_workdir.evaluate_workdir(
-      FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.split,
-      output_dir=FLAGS.output_dir, data_root=FLAGS.data_root, tta=FLAGS.tta,
-      num_figures=FLAGS.num_figures, all_iterations=FLAGS.all_iterations,
-      skip_bad_cases=FLAGS.skip_bad_cases, num_iterations=FLAGS.num_iterations,
-      stop_changed_below=FLAGS.stop_changed_below,
+  cli.run(lambda: eval_workdir.evaluate_workdir(FLAGS.workdir, eval_workdir.EvalOptions(
+      checkpoint=FLAGS.checkpoint, split=FLAGS.split, output_dir=FLAGS.output_dir,
+      data_root=FLAGS.data_root, tta=FLAGS.tta, num_figures=FLAGS.num_figures,
+      all_iterations=FLAGS.all_iterations, skip_bad_cases=FLAGS.skip_bad_cases,
+      num_iterations=FLAGS.num_iterations, stop_changed_below=FLAGS.stop_changed_below,
       save_probabilities=FLAGS.save_probabilities, lesion_wise=FLAGS.lesion_wise,
       remove_lesions_below=FLAGS.remove_lesions_below, probability_dirs=FLAGS.probabilities,
-      ranking_rules=FLAGS.ranking_rules, postprocessing=FLAGS.postprocessing,
+      ranking_rules=FLAGS.ranking_rules, postprocessing=FLAGS.postprocessing),
       defaults=_defaults(FLAGS.workdir[0])))
 
 

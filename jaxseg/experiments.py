@@ -98,7 +98,7 @@ def execute(run: Run) -> None:
   start = time.monotonic()
   training.train_and_evaluate(config, run.workdir)
   seconds = time.monotonic() - start
-  eval_workdir.evaluate_workdir(run.workdir, num_figures=0)
+  eval_workdir.evaluate_workdir(run.workdir, eval_workdir.EvalOptions(num_figures=0))
   _, _, abstract = setup_model(config, load_splits(config.data, ('train',))['train'])
   record = {'arm': run.arm, 'seed': run.seed, 'config': run.config_spec,
             'overrides': run.overrides, 'train_seconds': seconds,

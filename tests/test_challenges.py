@@ -17,6 +17,12 @@ from jaxseg.data.regions import Region, labels_from_regions, region_masks
 from jaxseg.postprocess import parse_min_volumes, remove_small_components
 from nifti_fixtures import make_dataset, snapshot
 
+
+def evaluate(workdir, **options):
+  """eval.py in-process: eval_workdir.evaluate_workdir with these options."""
+  return eval_workdir.evaluate_workdir(workdir, eval_workdir.EvalOptions(**options))
+
+
 needs_package = pytest.mark.skipif(not challenge_metrics.installed(),
                                    reason="brats-evaluation not installed (pip install -e '.[brats]')")
 
@@ -170,8 +176,8 @@ def test_glioma_2024_trains_on_label_4_and_writes_it_where_predicted(gli_runs, t
   with open(os.path.join(workdir, 'regions.json')) as f:
     assert [r['name'] for r in json.load(f)] == ['WT', 'TC', 'ET', 'RC']
   out = tmp_path / 'out'
-  eval_workdir.evaluate_workdir(workdir, data_root=str(data), output_dir=str(out),
-                                num_figures=0, save_probabilities=True, lesion_wise='none')
+  evaluate(workdir, data_root=str(data), output_dir=str(out),
+           num_figures=0, save_probabilities=True, lesion_wise='none')
   case_id = sorted(os.listdir(data))[0]
   labels = np.asarray(nib.load(out / 'predictions' / f'{case_id}.nii.gz').dataobj)
   with np.load(out / 'probabilities' / f'{case_id}.npz') as saved:
@@ -192,9 +198,9 @@ def test_an_ensemble_averages_its_members_probabilities(gli_runs, tmp_path):
   saved = []
   for name, members in (('a', workdirs[:1]), ('b', workdirs[1:]), ('ab', workdirs)):
     out = tmp_path / name
-    summary = eval_workdir.evaluate_workdir(members, data_root=str(data), output_dir=str(out),
-                                            num_figures=0, save_probabilities=True,
-                                            lesion_wise='none')
+    summary = evaluate(members, data_root=str(data), output_dir=str(out),
+                       num_figures=0, save_probabilities=True,
+                       lesion_wise='none')
     case_id = sorted(os.listdir(data))[0]
     with np.load(out / 'probabilities' / f'{case_id}.npz') as arrays:
       saved.append(arrays['probabilities'].astype(np.float32))
@@ -203,10 +209,10 @@ def test_an_ensemble_averages_its_members_probabilities(gli_runs, tmp_path):
   assert not np.allclose(saved[0], saved[1], atol=1e-2)  # two different members
   # A fold predicted elsewhere joins through its saved probabilities: the same ensemble.
   out = tmp_path / 'b_and_saved_a'
-  summary = eval_workdir.evaluate_workdir(workdirs[1:], probability_dirs=[str(tmp_path / 'a')],
-                                          data_root=str(data), output_dir=str(out),
-                                          num_figures=0, save_probabilities=True,
-                                          lesion_wise='none')
+  summary = evaluate(workdirs[1:], probability_dirs=[str(tmp_path / 'a')],
+                     data_root=str(data), output_dir=str(out),
+                     num_figures=0, save_probabilities=True,
+                     lesion_wise='none')
   assert summary['ensemble'] == ['run1', 'a']
   with np.load(out / 'probabilities' / f'{case_id}.npz') as arrays:
     np.testing.assert_allclose(arrays['probabilities'].astype(np.float32), saved[2], atol=2e-3)
@@ -215,8 +221,8 @@ def test_an_ensemble_averages_its_members_probabilities(gli_runs, tmp_path):
 def test_saved_probabilities_that_do_not_fit_are_refused(gli_runs, tmp_path):
   data, (workdir, other) = gli_runs
   saved = tmp_path / 'saved'
-  eval_workdir.evaluate_workdir(other, data_root=str(data), output_dir=str(saved),
-                                num_figures=0, save_probabilities=True, lesion_wise='none')
+  evaluate(other, data_root=str(data), output_dir=str(saved),
+           num_figures=0, save_probabilities=True, lesion_wise='none')
   case_ids = sorted(os.listdir(data))
   args = dict(data_root=str(data), output_dir=str(tmp_path / 'out'), num_figures=0,
               lesion_wise='none')
@@ -225,15 +231,15 @@ def test_saved_probabilities_that_do_not_fit_are_refused(gli_runs, tmp_path):
   np.savez_compressed(saved / 'probabilities' / f'{case_ids[1]}.npz',
                       probabilities=probabilities[:3], regions=np.array(['WT', 'TC', 'ET']))
   with pytest.raises(errors.DataError) as error:  # another model's region set
-    eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)], **args)
+    evaluate(workdir, probability_dirs=[str(saved)], **args)
   assert f'{case_ids[1]}.npz' in str(error.value) and 'WT,TC,ET,RC' in str(error.value)
   os.remove(saved / 'probabilities' / f'{case_ids[1]}.npz')
   with pytest.raises(errors.DataError) as error:  # a case missing
-    eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)], **args)
+    evaluate(workdir, probability_dirs=[str(saved)], **args)
   assert str(saved) in str(error.value) and case_ids[1] in str(error.value)
   with pytest.raises(errors.ConfigError) as error:  # never overwrite what is averaged
-    eval_workdir.evaluate_workdir(workdir, probability_dirs=[str(saved)],
-                                  **{**args, 'output_dir': str(saved)})
+    evaluate(workdir, probability_dirs=[str(saved)],
+             **{**args, 'output_dir': str(saved)})
   assert 'overwrite' in str(error.value)
   assert not os.path.exists(tmp_path / 'out' / 'metrics.json')
 
@@ -249,17 +255,17 @@ def test_ensembles_of_members_that_disagree_are_refused(gli_runs, tmp_path):
   with open(changed / 'config.json', 'w') as f:
     json.dump(config, f)
   with pytest.raises(errors.ConfigError) as error:
-    eval_workdir.evaluate_workdir([workdir, str(changed)], data_root=str(data),
-                                  output_dir=str(tmp_path / 'out'))
+    evaluate([workdir, str(changed)], data_root=str(data),
+             output_dir=str(tmp_path / 'out'))
   assert 'data.image_size' in str(error.value) and str(changed) in str(error.value)
   with open(changed / 'regions.json', 'w') as f:
     json.dump([{'name': 'WT', 'labels': [1, 2, 3]}], f)
   with pytest.raises(errors.ConfigError) as error:
-    eval_workdir.evaluate_workdir([workdir, str(changed)], data_root=str(data),
-                                  output_dir=str(tmp_path / 'out'))
+    evaluate([workdir, str(changed)], data_root=str(data),
+             output_dir=str(tmp_path / 'out'))
   assert 'regions' in str(error.value)
   with pytest.raises(errors.ConfigError) as error:  # fold ensembles need separate data
-    eval_workdir.evaluate_workdir(list(gli_runs[1]), output_dir=str(tmp_path / 'out'))
+    evaluate(list(gli_runs[1]), output_dir=str(tmp_path / 'out'))
   assert '--data_root' in str(error.value)
 
 
@@ -268,7 +274,7 @@ def test_postprocessing_changes_files_and_metrics_alike(gli_runs, tmp_path):
   results = {}
   for name, flag in (('raw', ''), ('post', '10000')):
     out = tmp_path / name
-    results[name] = eval_workdir.evaluate_workdir(
+    results[name] = evaluate(
         workdir, data_root=str(data), output_dir=str(out), num_figures=0, lesion_wise='none',
         remove_lesions_below=flag)
   # Every component is smaller than 10000 mm^3: nothing is left, in files and metrics.
@@ -286,8 +292,8 @@ def test_postprocessing_changes_files_and_metrics_alike(gli_runs, tmp_path):
 def test_lesion_wise_metrics_are_the_packages_on_the_written_files(gli_runs, tmp_path):
   data, (workdir, _) = gli_runs
   out = tmp_path / 'out'
-  summary = eval_workdir.evaluate_workdir(workdir, data_root=str(data), output_dir=str(out),
-                                          num_figures=0)  # auto: the layout's 'gli'
+  summary = evaluate(workdir, data_root=str(data), output_dir=str(out),
+                     num_figures=0)  # auto: the layout's 'gli'
   lesion = summary['lesion_wise']
   assert lesion['challenge'] == 'gli' and 'brats-evaluation' in lesion['convention']
   import brats_evaluation
@@ -321,8 +327,8 @@ def test_a_challenge_validation_folder_gives_a_submission_the_package_accepts(gl
   ids = make_dataset(str(validation), 'brats-gli', num_cases=0, num_unlabelled=2)
   before = snapshot(str(validation))
   out = tmp_path / 'submission'
-  eval_workdir.evaluate_workdir(workdir, data_root=str(validation), output_dir=str(out),
-                                num_figures=0)
+  evaluate(workdir, data_root=str(validation), output_dir=str(out),
+           num_figures=0)
   assert snapshot(str(validation)) == before
   predictions = out / 'predictions'
   assert sorted(os.listdir(predictions)) == sorted(f'{c}.nii.gz' for c in ids)
@@ -381,8 +387,8 @@ def test_a_labelled_validation_directory_validates_and_nothing_is_split(tmp_path
   assert summary['num_cases'] == 2
   assert snapshot(str(tmp_path / 'val')) == before
   # eval.py scores the recorded validation cases, read from data.val_root.
-  result = eval_workdir.evaluate_workdir(str(workdir), output_dir=str(tmp_path / 'out'),
-                                         num_figures=0, lesion_wise='none')
+  result = evaluate(str(workdir), output_dir=str(tmp_path / 'out'),
+                    num_figures=0, lesion_wise='none')
   assert result['num_cases'] == 2
   assert sorted(os.listdir(tmp_path / 'out' / 'predictions')) == [f'{c}.nii.gz'
                                                                    for c in val_ids[:2]]
@@ -423,8 +429,8 @@ def test_cross_validated_postprocessing_and_the_ranking_metrics_in_eval(gli_runs
   folds = []
   for run in (workdir, other):  # each run's validation split, its probabilities saved
     folds.append(str(tmp_path / os.path.basename(run)))
-    eval_workdir.evaluate_workdir(run, split='val', output_dir=folds[-1], num_figures=0,
-                                  save_probabilities=True, lesion_wise='none')
+    evaluate(run, split='val', output_dir=folds[-1], num_figures=0,
+             save_probabilities=True, lesion_wise='none')
   cases, regions, rules, _ = postprocess_choice.validation_cases([workdir, other], folds, 'auto')
   assert rules.name == 'GLI 2024' and [r.name for r in regions] == ['WT', 'TC', 'ET', 'RC']
   choice = postprocess_choice.choose(cases, regions, rules)
@@ -436,9 +442,9 @@ def test_cross_validated_postprocessing_and_the_ranking_metrics_in_eval(gli_runs
   path = tmp_path / 'postprocessing.json'
   postprocess_choice.write_choice(str(path), {**choice, 'min_lesion_volume_mm3': {'ET': 30.0}})
   out = tmp_path / 'applied'
-  summary = eval_workdir.evaluate_workdir([workdir, other], data_root=str(data),
-                                          output_dir=str(out), num_figures=0,
-                                          lesion_wise='none', postprocessing=str(path))
+  summary = evaluate([workdir, other], data_root=str(data),
+                     output_dir=str(out), num_figures=0,
+                     lesion_wise='none', postprocessing=str(path))
   assert summary['removed_components_below_mm3'] == {'ET': 30.0}
   # The leaderboard's metrics lead metrics.json, and are lesionwise.py's on the files.
   with open(out / 'metrics.json') as f:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import run, tiny
-from jaxseg import errors, eval_workdir, evaluation, training
+from jaxseg import errors, evaluation, members, training
 from jaxseg.models import build_model
 
 
@@ -86,8 +86,8 @@ def test_eval_runs_past_t_and_reports_where_each_case_stopped(lstm_workdir, tmp_
 
 def test_iterations_are_an_lstm_unet_option(tiny_unet_config, tiny_lstm_config):
   with pytest.raises(errors.ConfigError, match='--num_iterations'):
-    eval_workdir.set_iterations(tiny_unet_config.model, 4)
+    members.set_iterations(tiny_unet_config.model, 4)
   with pytest.raises(errors.ConfigError, match='--num_iterations=0'):
-    eval_workdir.set_iterations(tiny_lstm_config.model, 0)
-  assert eval_workdir.set_iterations(tiny_lstm_config.model, 5) == 2
+    members.set_iterations(tiny_lstm_config.model, 0)
+  assert members.set_iterations(tiny_lstm_config.model, 5) == 2
   assert tiny_lstm_config.model.num_iterations == 5

@@ -138,7 +138,7 @@ def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path, tiny_lstm
   for name in ('a', 'b'):
     workdir = str(tmp_path / name)
     training.train_and_evaluate(tiny_lstm_config, workdir)
-    eval_workdir.evaluate_workdir(workdir, num_figures=0)
+    eval_workdir.evaluate_workdir(workdir, eval_workdir.EvalOptions(num_figures=0))
     with open(os.path.join(workdir, 'metrics.json'), 'rb') as f:
       files.append(f.read())
     with open(os.path.join(workdir, 'per_case_metrics.csv'), 'rb') as f:

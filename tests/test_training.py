@@ -8,6 +8,7 @@ import pytest
 from helpers import batches_of, tiny
 from jaxseg import checkpointing, eval_workdir, evaluation, parallel, workdir as files
 from jaxseg.data import load_splits
+from jaxseg.eval_workdir import EvalOptions
 from jaxseg.inference import SlidingWindowPredictor
 from jaxseg.train_state import setup_model
 from jaxseg.train_step import make_train_step
@@ -60,8 +61,7 @@ def test_train_writes_checkpoints_logs_and_config(trained_workdir):
 
 def test_eval_reproduces_the_training_dice(trained_workdir, tmp_path):
   workdir, config, train_summary = trained_workdir
-  summary = eval_workdir.evaluate_workdir(workdir, checkpoint='best', split='val',
-                                          output_dir=str(tmp_path))
+  summary = eval_workdir.evaluate_workdir(workdir, EvalOptions(output_dir=str(tmp_path)))
   assert summary['dice'] == train_summary['dice']
   assert [e['dice'] for e in summary['per_iteration']] == [
       e['dice'] for e in train_summary['per_iteration']]
@@ -118,8 +118,7 @@ def test_a_workdir_written_before_the_compute_section_resumes_and_evaluates(
   from configs import lstm_unet
   restored = files.read_config(workdir, lstm_unet.get_config(None))
   assert restored.compute.conv_library == 'xla' and 'conv_library' not in restored.model
-  summary = eval_workdir.evaluate_workdir(workdir, checkpoint='best', split='val',
-                                          output_dir=str(tmp_path))
+  summary = eval_workdir.evaluate_workdir(workdir, EvalOptions(output_dir=str(tmp_path)))
   assert np.isclose(summary['dice'], train_summary['dice'], atol=1e-3)
   files.check_same_model(workdir, config)  # not refused as another model
   config = config.copy_and_resolve_references()
