@@ -219,10 +219,14 @@ def main():
   models, dtypes, kinds = args.models.split(','), args.dtypes.split(','), args.jobs.split(',')
   if (not set(models) <= {'unet', 'lstm_unet'} or not set(dtypes) <= {'float32', 'bfloat16'}
       or not set(kinds) <= set(JOB_KINDS)):
-    raise SystemExit('accelerator.py: --models of unet, lstm_unet; --dtypes of float32, '
-                     f'bfloat16; --jobs of {", ".join(JOB_KINDS)}')
+    parser.error('--models of unet, lstm_unet; --dtypes of float32, bfloat16; --jobs of '
+                 + ', '.join(JOB_KINDS))
   start = time.time()
-  import input_pipeline  # pylint: disable=import-outside-toplevel  (nibabel: not for --help)
+  # pylint: disable-next=import-outside-toplevel  (JAX and nibabel: not for --help)
+  import input_pipeline
+  # This process computes nothing: JAX kept off the accelerator, whose memory it would
+  # otherwise reserve and deny the measuring processes.
+  input_pipeline.jax.config.update('jax_platforms', 'cpu')
   settings = {**(SMOKE if args.smoke else FULL),
               'inference_model': 'lstm_unet' if 'lstm_unet' in models else models[0]}
   done = {}
