@@ -15,13 +15,13 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from jaxseg import (checkpointing, evaluation, inference, parallel, preemption, resume,
-                    workdir as files)
-from jaxseg.data import (SegmentationData, case_ids_by_split, input_pipeline, load_splits,
-                         train_batches, train_iterator)
+from jaxseg import (checkpointing, evaluation, inference, out_of_memory, parallel, preemption,
+                    resume, workdir as files, workdir_lock)
+from jaxseg.data import (SegmentationData, case_ids_by_split, input_pipeline, layouts,
+                         load_splits, synthetic, train_batches, train_iterator)
 from jaxseg.logs import MetricLogger
 from jaxseg.models import build_model, check_input_shape
-from jaxseg.errors import ConfigError, NonFiniteError, Stopped
+from jaxseg.errors import ConfigError, DataError, NonFiniteError, Stopped
 from jaxseg.train_state import (learning_rate_schedule, make_optimiser, schedule_segments,
                                 setup_model)
 from jaxseg.time_budget import TimeBudget
@@ -53,6 +53,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   inference.SlidingWindowPredictor.from_config(model, config.eval, config.data.image_size,
                                                parallel.make_mesh())
   input_pipeline.check_config(config.data)
+  for key in ('root', 'val_root'):  # before the step is compiled; load_splits checks the rest
+    if config.data.get(key) and not os.path.isdir(os.path.expanduser(config.data[key])):
+      raise DataError(f'data.{key}: {config.data[key]} is not a directory')
+
+
+_STOPPED_BEFORE_TRAINING = ('SIGTERM: stopped before training started, nothing to save; '
+                            'run the same command again to start')
 
 
 def make_train_batches(config: ml_collections.ConfigDict, data: SegmentationData,
@@ -69,11 +76,32 @@ def make_train_batches(config: ml_collections.ConfigDict, data: SegmentationData
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        clock: Callable[[], float] = time.monotonic) -> dict:
   """Trains (or resumes) in `workdir`; returns the validation summary of the best
-  checkpoint. `clock` (seconds) measures train.time_budget_minutes."""
+  checkpoint. `clock` (seconds) measures train.time_budget_minutes.
+
+  The train step is compiled first, and refused if it cannot fit the device's memory,
+  before any data is read; the workdir is locked for the run (workdir_lock.py).
+  """
   check_config(config)
-  data = load_splits(config.data)  # bad data stops the run before the workdir is touched
+  with preemption.StopOnSigterm(_STOPPED_BEFORE_TRAINING):
+    mesh, step_fn = parallel.make_mesh(), make_train_step(config)
+    # The data's channels and regions as the config implies them: if the data then has
+    # others, the model is set up (and its step compiled) again for them.
+    channels = tuple(config.data.modalities) if config.data.root else synthetic.CHANNELS
+    expected = SegmentationData([], [], (), (), layouts.GLIOMA_REGIONS, channels)
+    setup = setup_model(config, expected)
+    needed = out_of_memory.check_fits(step_fn, setup[2], config, mesh,
+                                      len(channels), len(expected.regions))
+    data = load_splits(config.data)  # bad data stops the run before the workdir is touched
+    files.prepare_workdir(workdir)
+    if (data['train'].channels, data['train'].regions) != (channels, expected.regions):
+      setup = setup_model(config, data['train'])
+    with (workdir_lock.held(workdir, jax.process_index(), jax.process_count()),
+          out_of_memory.explained(config, needed)):
+      return _train(config, workdir, data, mesh, step_fn, setup, clock)
+
+
+def _train(config, workdir, data, mesh, step_fn, setup, clock) -> dict:
   train_data, val_data = data['train'], data['val']
-  files.prepare_workdir(workdir)
   warn = lambda line: print(f'warning: {line}', file=sys.stderr, flush=True)  # noqa: E731
   checkpointer = resume.open_for_training(workdir, warn)
   if checkpointer.latest_step() is not None:
@@ -82,9 +110,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if primary:
     files.record_splits(workdir, case_ids_by_split(data))
     files.record_regions(workdir, train_data.regions)
-  model, init_state, abstract_state = setup_model(config, train_data)
+  model, init_state, abstract_state = setup
   files.check_free_space(workdir, abstract_state)
-  mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
 
   restored = resume.restore_newest(checkpointer, abstract_state, replicated, warn)
@@ -92,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   minutes = train_config.get('time_budget_minutes')
   if restored:
     state, data_state = restored['state'], restored['data_iterator']
-    saved_schedule = restored['schedule'] or _saved_schedule(workdir)
+    saved_schedule = restored['schedule']
     if minutes:  # the budget, not train.num_steps, set the schedule's end
       train_config.num_steps = saved_schedule[-1]['num_steps']
     schedule = schedule_segments(train_config, saved_schedule, int(state.step))
@@ -110,7 +137,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         f'{len(val_data)} validation cases, training on {tuple(config.data.image_size)} '
         f'windows; {jax.device_count()} {jax.devices()[0].platform} device(s)')
 
-  step_fn = make_train_step(config)
   predictor = inference.SlidingWindowPredictor.from_config(model, config.eval,
                                                            config.data.image_size, mesh)
   batches = train_iterator(
@@ -241,9 +267,3 @@ def _resumes_from(checkpointer: checkpointing.Checkpointer, workdir: str) -> str
     return f'no checkpoint was complete: a rerun of the same command starts {workdir} afresh'
   return (f'{workdir} resumes from step {kept}, its last complete checkpoint: run the same '
           'command again')
-
-
-def _saved_schedule(workdir: str) -> list[dict]:
-  """The schedule of a checkpoint saved before schedules were saved: the one of the
-  config the run last started with."""
-  return schedule_segments(files.read_config(workdir).train)

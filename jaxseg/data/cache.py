@@ -15,7 +15,6 @@ is rebuilt from its source files: the cache is ours, so that is neither an error
 trusted. Nothing is written next to the source data.
 """
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -204,29 +203,35 @@ def _run_all(todo, layout, entries, num_workers: int, stop_early: bool):
           break
   else:
     # 'spawn': forking a process that has started JAX's thread pools is unsafe. The
-    # workers leave Ctrl-C to this process, which stops without waiting for the queue.
-    context = multiprocessing.get_context('spawn')
-    pool = concurrent.futures.ProcessPoolExecutor(
-        min(num_workers, len(todo)), mp_context=context, initializer=_ignore_sigint)
+    # workers leave Ctrl-C to this process. However this ends (done, a bad case, Ctrl-C,
+    # SIGTERM raised as Stopped), the pool is terminated: its workers end at once, and
+    # multiprocessing's resource tracker, which they keep open, ends with this process.
+    pool = multiprocessing.get_context('spawn').Pool(min(num_workers, len(todo)),
+                                                     initializer=_worker_signals)
     try:
-      futures = {pool.submit(_preprocess_or_error, case, layout, entries[case.case_id]): case
-                 for case in todo}
-      for future in concurrent.futures.as_completed(futures):
+      for case_id, problem in pool.imap_unordered(
+          _preprocess_task, [(case, layout, entries[case.case_id]) for case in todo]):
         progress.update(1)
-        problem = future.result()
         if problem:
-          problems.append((futures[future].case_id, problem))
+          problems.append((case_id, problem))
           if stop_early:
             break
-    except BaseException:
-      # Entries are written to a temporary directory and renamed: one that a stopped
-      # worker leaves half-done is never trusted.
-      pool.shutdown(wait=False, cancel_futures=True)
-      raise
-    pool.shutdown(cancel_futures=True)
+    finally:
+      pool.terminate()
+      pool.join()
   progress.close()
   return problems
 
 
-def _ignore_sigint() -> None:
+def _preprocess_task(task) -> tuple[str, str | None]:
+  """Pool entry point: (case id, None or its one-line problem)."""
+  case, layout, directory = task
+  return case.case_id, _preprocess_or_error(case, layout, directory)
+
+
+def _worker_signals() -> None:
+  """Ctrl-C is the main process's to handle; SIGTERM (Pool.terminate, or the scheduler
+  signalling every process) exits through preprocess_case's clean-up of its staging
+  directory."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
