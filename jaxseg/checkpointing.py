@@ -21,7 +21,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxseg import workdir as files
 from jaxseg.errors import CheckpointError
+from jaxseg.train_state import schedule_segments
 
 BEST_METRIC = 'dice'  # mean validation Dice at the last refinement iteration
 # The JSON files of a checkpoint that Orbax parses before any array is read: garbage in
@@ -92,7 +94,7 @@ class Checkpointer:
     for name in _JSON_FILES:
       path = os.path.join(self.directory, str(step), name)
       if not os.path.exists(path) and name in ('schedule/metadata', 'metrics/metrics'):
-        continue  # older checkpoints have no schedule; Orbax tolerates missing metrics
+        continue  # older checkpoints have no schedule (`restore`); Orbax tolerates no metrics
       try:
         with open(path, 'rb') as f:
           json.loads(f.read())
@@ -117,7 +119,8 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any) -> dict:
     """{'state', 'summary', 'data_iterator', 'schedule', 'seconds_used'} of checkpoint
-    `step` ('schedule' None and 'seconds_used' 0 for checkpoints older than them).
+    `step` (for checkpoints older than them, the schedule of the workdir's config.json
+    and no time used).
 
     `abstract_state` gives structure, shapes and shardings (without it optax states
     would come back as plain dicts). Raises CheckpointError when the checkpoint holds
@@ -138,6 +141,9 @@ class Checkpointer:
                             f'{len(wanted)} of {sum(map(np.prod, wanted)):,.0f})')
     items = dict(state=ocp.args.StandardRestore(abstract_state),
                  summary=ocp.args.JsonRestore(), data_iterator=ocp.args.JsonRestore())
+    # Checkpoints written before 2026-12-02 hold no schedule (nor training time): known
+    # per checkpoint, not by the workdir's format version (workdir_format.py), since a
+    # restart rewrites config.json at the current version and keeps older checkpoints.
     has_schedule = os.path.isdir(os.path.join(self.directory, str(step), 'schedule'))
     if has_schedule:
       items['schedule'] = ocp.args.JsonRestore()
@@ -147,11 +153,12 @@ class Checkpointer:
       # The shapes matched, so what fails now is reading the files: TensorStore and
       # Orbax raise ValueError, OSError or plain Exception for missing or corrupt data.
       raise CheckpointDamaged(f'{where} cannot be read ({_first_line(error)})', step) from error
+    schedule = restored.schedule if has_schedule else {
+        # Such a run followed the schedule of the config it last started with.
+        'segments': schedule_segments(files.read_config(self.workdir).train)}
     return {'state': restored.state, 'summary': restored.summary,
-            'data_iterator': restored.data_iterator,
-            'schedule': restored.schedule['segments'] if has_schedule else None,
-            'seconds_used': (restored.schedule.get('seconds_used', 0.0) if has_schedule
-                             else 0.0)}
+            'data_iterator': restored.data_iterator, 'schedule': schedule['segments'],
+            'seconds_used': schedule.get('seconds_used', 0.0)}
 
   def _saved_shapes(self, step: int) -> list[tuple[int, ...]]:
     """The global shapes of the arrays of checkpoint `step`, from its metadata."""
