@@ -104,6 +104,12 @@ def planned_rows(name: str, rows: str | None, microbatches: str, first_fit: bool
   return runs
 
 
+def target_ops(device, conv3d: str) -> backend.Ops:
+  """config.compute resolved for the device compiled for, not for this host: a TPU
+  program must not call this CPU's kernels (and conv3d follows the convolutions)."""
+  return ops_from_config({'conv3d': conv3d}, backend=device.platform, num_devices=1)
+
+
 def row_config(name: str, variant: str, remat: str, microbatches: int, dtype: str,
                ops: backend.Ops):
   config = importlib.import_module(f'configs.{name}').get_config(variant or None)
@@ -152,10 +158,7 @@ def main():
     for target in targets:
       device = target_device(target)
       try:
-        # 'auto' resolved for the target, not for this host: a TPU program must not
-        # call the CPU kernels (and conv3d follows the convolution library)
-        ops = ops_from_config({'conv3d': args.conv3d}, backend=device.platform,
-                              num_devices=1)
+        ops = target_ops(device, args.conv3d)
       except ValueError as error:
         raise SystemExit(f'--conv3d: {error}') from None
       where = f'{target or device.platform} ({device.device_kind}), {backend.describe(ops)}'
