@@ -12,7 +12,6 @@ predicted segmentations (NIfTI in the original geometry) and figures.
       --data_root=/data/BraTS-Val --output_dir=runs/submission
 """
 
-import importlib
 import sys
 
 from absl import flags
@@ -21,8 +20,7 @@ from jaxseg.startup import prepare_process
 
 prepare_process()  # first: it may re-execute this command
 
-from jaxseg import cli, eval_workdir, workdir as workdir_files
-from jaxseg.models import registry
+from jaxseg import cli, eval_workdir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('workdir', ['runs/lstm_unet'], 'Workdir of a training run; several, '
@@ -73,14 +71,7 @@ def main(argv):
       num_iterations=FLAGS.num_iterations, stop_changed_below=FLAGS.stop_changed_below,
       save_probabilities=FLAGS.save_probabilities, lesion_wise=FLAGS.lesion_wise,
       remove_lesions_below=FLAGS.remove_lesions_below, probability_dirs=FLAGS.probabilities,
-      ranking_rules=FLAGS.ranking_rules, postprocessing=FLAGS.postprocessing),
-      defaults=_defaults(FLAGS.workdir[0])))
-
-
-def _defaults(workdir: str):
-  """The current config file of the workdir's model: values for keys added since."""
-  module = registry.config_module(workdir_files.saved_model_name(workdir))
-  return importlib.import_module(module).get_config(None) if module else None
+      ranking_rules=FLAGS.ranking_rules, postprocessing=FLAGS.postprocessing)))
 
 
 if __name__ == '__main__':

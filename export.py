@@ -12,7 +12,7 @@ import sys
 
 from absl import flags
 
-from jaxseg import cli, model_export, workdir as workdir_files
+from jaxseg import cli, model_export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
@@ -29,8 +29,7 @@ def main(argv):
 
   def export():
     path, json_path = model_export.export_workdir(
-        FLAGS.workdir, FLAGS.checkpoint, FLAGS.format, FLAGS.output, FLAGS.platforms,
-        defaults=workdir_files.config_defaults(FLAGS.workdir))
+        FLAGS.workdir, FLAGS.checkpoint, FLAGS.format, FLAGS.output, FLAGS.platforms)
     print(f'Wrote {path} and {json_path}')
   cli.run(export)
 

@@ -19,7 +19,6 @@ import dataclasses
 import os
 from typing import Iterator
 
-import ml_collections
 import numpy as np
 
 from jaxseg import (challenge_metrics, ensemble, evaluation, figures, parallel, postprocess,
@@ -84,16 +83,15 @@ class _Target:
   scorer: challenge_metrics.LesionWiseScorer | None  # the challenge's lesion-wise metrics
 
 
-def evaluate_workdir(workdir: str | list[str], options: EvalOptions = EvalOptions(),
-                     defaults: ml_collections.ConfigDict | None = None) -> dict | None:
+def evaluate_workdir(workdir: str | list[str], options: EvalOptions = EvalOptions()
+                     ) -> dict | None:
   """eval.py: restores a checkpoint of each workdir, predicts the cases `options` name,
   scores the labelled ones and writes the results; returns the summary (None when no
-  case is labelled). `defaults` (the model's config file) fills keys the runs' saved
-  configs predate."""
+  case is labelled)."""
   workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
   ensemble.check_arguments(workdirs, list(options.probability_dirs), options.data_root,
                            options.output_dir)
-  members = read_members(workdirs, options.checkpoint, options.num_iterations, defaults)
+  members = read_members(workdirs, options.checkpoint, options.num_iterations)
   target = _target(members[0], options)  # every flag checked before hours of predicting
   return score_and_write(predict(members, target.data, options, target.source),
                          target, members, options)

@@ -9,14 +9,13 @@ same way.
 """
 
 import dataclasses
-import os
 from typing import Any
 
 import flax.linen as nn
 import ml_collections
 
 from jaxseg import checkpointing, ensemble, parallel, workdir as files
-from jaxseg.data import SegmentationData, layouts
+from jaxseg.data import SegmentationData
 from jaxseg.data.regions import Region
 from jaxseg.errors import ConfigError
 from jaxseg.models import registry
@@ -49,29 +48,22 @@ class Member:
 
 
 def read_members(workdirs: list[str], checkpoint: str = 'best',
-                 num_iterations: int | None = None,
-                 defaults: ml_collections.ConfigDict | None = None) -> list[Member]:
+                 num_iterations: int | None = None) -> list[Member]:
   """The members of `workdirs`, each at its checkpoint `checkpoint` ('best', 'latest' or
-  a step number). `num_iterations`: refinement iterations to run, more (or fewer) than
-  trained: the same parameters serve every iteration. `defaults` (the model's config
-  file) fills keys a run's saved config predates. Members that cannot be averaged
-  (other regions, window or modalities) are refused in one line."""
-  configs = [files.read_config(w, defaults) for w in workdirs]
-  regions = [files.read_regions(w) or regions_before_regions_json(c)
-             for w, c in zip(workdirs, configs)]
+  a step number), their configs and regions read as the current workdir format.
+  `num_iterations`: refinement iterations to run, more (or fewer) than trained: the
+  same parameters serve every iteration. Members that cannot be averaged (other
+  regions, window or modalities) are refused in one line."""
+  saved = [files.read_saved(w) for w in workdirs]
+  for workdir, run in zip(workdirs, saved):
+    for note in run.notes:  # an older workdir: what is read otherwise than saved
+      print(f'{workdir}: {note}')
+  configs, regions = [run.config for run in saved], [run.regions for run in saved]
   ensemble.check_members(workdirs, configs, regions)
   trained = [set_iterations(c.model, num_iterations) for c in configs]
   checkpointers = [_open_checkpoints(w) for w in workdirs]
   return [Member(w, c, r, checkpointer, checkpointing.checkpoint_step(checkpointer, checkpoint), t)
           for w, c, r, checkpointer, t in zip(workdirs, configs, regions, checkpointers, trained)]
-
-
-def regions_before_regions_json(config: ml_collections.ConfigDict):
-  """Workdirs trained before regions.json: the glioma regions, or a 2D folder's own."""
-  if config.data.root and os.path.isdir(os.path.join(os.path.expanduser(config.data.root),
-                                                     'images')):
-    return None
-  return layouts.GLIOMA_REGIONS
 
 
 def _open_checkpoints(workdir: str) -> checkpointing.Checkpointer:

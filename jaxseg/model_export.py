@@ -49,17 +49,18 @@ class TrainedModel:
   channels: tuple[str, ...]    # the input's modalities, in order
 
 
-def restore(workdir: str, checkpoint: str = 'best', *, for_onnx: bool = False,
-            defaults: ml_collections.ConfigDict | None = None) -> TrainedModel:
+def restore(workdir: str, checkpoint: str = 'best', *, for_onnx: bool = False
+            ) -> TrainedModel:
   """Checkpoint `checkpoint` ('best', 'latest' or a step) of `workdir`, its model built
   with XLA's ops (`for_onnx`: 3D convolutions depth-folded into 2D ones)."""
-  config = files.read_config(workdir, defaults)
+  saved = files.read_saved(workdir)  # any format version this jaxseg reads
+  config = saved.config
   depth_folded = for_onnx and len(config.data.image_size) == 3
   config.compute = ml_collections.ConfigDict(
       {'conv_library': 'xla', 'norm_kernel': 'xla',
        'conv3d': 'depth_folded' if depth_folded else 'native'})
-  regions = files.read_regions(workdir)
-  if regions is None:  # a run older than regions.json
+  regions = saved.regions
+  if regions is None:  # a 2D image folder run older than regions.json
     raise WorkdirError(f'{workdir}: no regions.json, which says what the model predicts; '
                        'write it (a list of {"name", "labels"}), or train the run again')
   checkpointer = checkpointing.Checkpointer(workdir, create=False)
@@ -223,11 +224,11 @@ def _trained_layout(config) -> layouts.Layout | None:
 
 
 def export_workdir(workdir: str, checkpoint: str, fmt: str, output: str,
-                   platforms=('cpu',), defaults=None) -> tuple[str, str]:
+                   platforms=('cpu',)) -> tuple[str, str]:
   """export.py: writes `output` and `output`.json; returns their paths."""
   if fmt not in FORMATS:
     raise ConfigError(f'--format={fmt}: choose one of {", ".join(FORMATS)}')
-  trained = restore(workdir, checkpoint, for_onnx=fmt == 'onnx', defaults=defaults)
+  trained = restore(workdir, checkpoint, for_onnx=fmt == 'onnx')
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   fn, spec = window_function(trained), input_spec(trained, fixed_batch(trained, fmt))
   if fmt == 'onnx':

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from jaxseg import ensemble, lesionwise, ranking_metrics, workdir as files
-from jaxseg.data import layouts, load_splits
+from jaxseg.data import load_splits
 from jaxseg.data.regions import Region, labels_from_regions, region_masks
 from jaxseg.errors import ConfigError
 from jaxseg.postprocess import remove_small_components
@@ -124,14 +124,14 @@ def validation_cases(workdirs: list[str], probability_dirs: list[str], ranking_r
                       f'{len(workdirs)} fold(s); give one per --workdir, in the same order')
   items, regions, data = [], None, None
   for workdir, folder in zip(workdirs, probability_dirs or workdirs):
-    config = files.read_config(workdir)
-    fold_regions = files.read_regions(workdir) or layouts.GLIOMA_REGIONS
-    if regions is not None and fold_regions != regions:
-      raise ConfigError(f'{workdir}: regions {",".join(r.name for r in fold_regions)}, but '
+    saved = files.read_saved(workdir)
+    data = load_splits(saved.config.data, ('val',), files.read_splits(workdir),
+                       regions=saved.regions)['val']
+    if regions is not None and data.regions != regions:
+      raise ConfigError(f'{workdir}: regions {",".join(r.name for r in data.regions)}, but '
                         f'{workdirs[0]} has {",".join(r.name for r in regions)}; the folds of '
                         'one choice must predict the same regions')
-    regions = fold_regions
-    data = load_splits(config.data, ('val',), files.read_splits(workdir), regions=regions)['val']
+    regions = data.regions
     paths = ensemble.probability_files(folder, data)
     items += [(case_id, path, meta.get('seg'))
               for case_id, path, meta in zip(data.case_ids, paths, data.source)]

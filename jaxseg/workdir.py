@@ -1,7 +1,8 @@
 """The files of a workdir other than its checkpoints: the run's config and its splits.
 
-  config.json     the config of the run (rewritten at each start; a restart with another
-                  model is refused); eval.py reads it, with newer keys from the defaults
+  config.json     the config of the run and the workdir's format_version (rewritten at
+                  each start; a restart with another model is refused); read, whatever
+                  its version, as the current one (workdir_format.py)
   splits.json     the case ids of the training and validation splits (written once;
                   a restart whose data splits differently is refused)
   regions.json    the regions the model predicts, with their labels (written once);
@@ -11,7 +12,7 @@
 Also the start-up checks of a workdir: writable, and room for two checkpoints.
 """
 
-import importlib
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from jaxseg import workdir_format
 from jaxseg.data.regions import Region
 from jaxseg.errors import WorkdirError
 from jaxseg.models import registry
@@ -33,7 +35,8 @@ REGIONS_FILE = 'regions.json'
 
 def prepare_workdir(workdir: str, flag: str = '--workdir') -> None:
   """Creates `workdir` (or the directory of another `flag`) and proves it writable, with
-  one-line errors, before any compiling."""
+  one-line errors, before any compiling; a workdir written by a newer jaxseg is refused
+  before any of its files is read or changed."""
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-'):
@@ -41,6 +44,14 @@ def prepare_workdir(workdir: str, flag: str = '--workdir') -> None:
   except OSError as error:
     raise WorkdirError(f'{flag} {workdir}: cannot be created or written '
                        f'({error.strerror or error})') from None
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return  # none yet; or damaged, which read_config names if it is ever read
+  if isinstance(saved, dict):
+    workdir_format.check_version(saved.get(workdir_format.KEY, 0), path)
 
 
 # Room needed beyond two copies of the state (latest and best) for logs and Orbax's
@@ -61,60 +72,33 @@ def check_free_space(workdir: str, abstract_state: Any) -> None:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  saved = {**json.loads(config.to_json()), workdir_format.KEY: workdir_format.VERSION}
   with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
+    json.dump(saved, f, indent=2, sort_keys=True)
 
 
-def read_config(workdir: str, defaults: ml_collections.ConfigDict | None = None
-                ) -> ml_collections.ConfigDict:
-  """The config a run was trained with; keys added to jaxseg since then (absent from
-  the saved file) take their values from `defaults`."""
+@dataclasses.dataclass(frozen=True)
+class SavedRun:
+  """A workdir's config and regions as the current format has them."""
+  config: ml_collections.ConfigDict
+  regions: tuple[Region, ...] | None  # None: those of its data (a 2D folder's, version 0)
+  notes: tuple[str, ...]  # what was read otherwise than saved (workdir_format.migrate)
+
+
+def read_saved(workdir: str) -> SavedRun:
+  """The config a run was trained with and the regions it predicts, from a workdir of
+  any format version this jaxseg reads (workdir_format.py)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f'{path}: not found; is {workdir!r} the --workdir of a training run?')
-  saved = _with_compute_section(_read_json(path))
-  if defaults is not None:
-    saved = _merged(json.loads(defaults.to_json()), saved)
-  return ml_collections.ConfigDict(saved)
+  saved, notes = workdir_format.migrate(
+      {'config': _read_json(path), 'regions': read_regions(workdir)}, path)
+  return SavedRun(ml_collections.ConfigDict(saved['config']), saved['regions'], tuple(notes))
 
 
-# Keys that were `model.*` before they had their own `compute` section.
-_COMPUTE_KEYS = ('conv_library', 'norm_kernel', 'conv3d')
-
-
-def _with_compute_section(saved):
-  """A config.json written when these keys were model.*: they move to compute.*."""
-  model = saved.get('model') if isinstance(saved, dict) else None
-  if isinstance(model, dict) and any(key in model for key in _COMPUTE_KEYS):
-    compute = saved.setdefault('compute', {})
-    for key in _COMPUTE_KEYS:
-      if key in model:
-        compute.setdefault(key, model.pop(key))
-  return saved
-
-
-def config_defaults(workdir: str) -> ml_collections.ConfigDict | None:
-  """The current config file of the workdir's model (registry.config_module): values for
-  keys added to jaxseg since the run saved its config.json."""
-  module = registry.config_module(saved_model_name(workdir))
-  return importlib.import_module(module).get_config(None) if module else None
-
-
-def saved_model_name(workdir: str) -> str | None:
-  """model.name in a workdir's config.json, or None."""
-  try:
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
-      return json.load(f)['model']['name']
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
-
-
-def _merged(defaults: dict, saved: dict) -> dict:
-  out = dict(defaults)
-  for key, value in saved.items():
-    both_dicts = isinstance(value, dict) and isinstance(out.get(key), dict)
-    out[key] = _merged(out[key], value) if both_dicts else value
-  return out
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (`read_saved`)."""
+  return read_saved(workdir).config
 
 
 # Config entries that decide the saved state's shapes and meaning; a restart may change
@@ -182,7 +166,7 @@ def record_regions(workdir: str, regions: tuple[Region, ...]) -> None:
 
 
 def read_regions(workdir: str) -> tuple[Region, ...] | None:
-  """The regions of regions.json; None for a workdir that predates it."""
+  """The regions of regions.json; None where there is none (`read_saved` says which)."""
   path = os.path.join(workdir, REGIONS_FILE)
   if not os.path.exists(path):
     return None

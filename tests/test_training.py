@@ -1,16 +1,18 @@
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from helpers import batches_of, tiny
-from jaxseg import checkpointing, eval_workdir, evaluation, parallel, workdir as files
+from jaxseg import (checkpointing, eval_workdir, evaluation, parallel, workdir as files,
+                    workdir_format)
 from jaxseg.data import load_splits
 from jaxseg.eval_workdir import EvalOptions
 from jaxseg.inference import SlidingWindowPredictor
-from jaxseg.train_state import setup_model
+from jaxseg.train_state import schedule_segments, setup_model
 from jaxseg.train_step import make_train_step
 from jaxseg.training import train_and_evaluate
 
@@ -98,34 +100,49 @@ def test_same_config_and_seed_give_identical_metrics(trained_workdir, tmp_path):
   assert train_and_evaluate(config, str(tmp_path)) == summary
 
 
-def _as_written_before_the_compute_section(workdir, conv_library='xla'):
-  """Rewrites a workdir's config.json as jaxseg wrote it when compute.* were model.*."""
+def _as_written_by_version_0(workdir, conv_library='xla'):
+  """Rewrites a workdir as jaxseg wrote it before workdir format versions: no
+  format_version, compute.* as model.*, no regions.json, checkpoints without their
+  schedule and training time."""
   path = os.path.join(workdir, files.CONFIG_FILE)
   with open(path) as f:
     saved = json.load(f)
+  del saved[workdir_format.KEY]
   compute = saved.pop('compute')
   saved['model'].update(compute, conv_library=conv_library)
   with open(path, 'w') as f:
     json.dump(saved, f)
+  os.remove(os.path.join(workdir, files.REGIONS_FILE))
+  for step in checkpointing.Checkpointer(workdir, create=False).all_steps():
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', str(step), 'schedule'))
 
 
-def test_a_workdir_written_before_the_compute_section_resumes_and_evaluates(
-    trained_workdir, tmp_path):
-  """A config.json with model.conv_library / norm_kernel / conv3d: eval.py reads them as
-  compute.*, and a restart resumes (they never decided the model)."""
+def test_a_version_0_workdir_evaluates_and_resumes(trained_workdir, tmp_path, capsys):
+  """eval.py reads model.conv_library as compute.conv_library (the glioma regions, without
+  regions.json), and a restart resumes on the schedule of its config.json, then writes
+  the current version."""
   workdir, config, train_summary = trained_workdir
-  _as_written_before_the_compute_section(workdir)
-  from configs import lstm_unet
-  restored = files.read_config(workdir, lstm_unet.get_config(None))
-  assert restored.compute.conv_library == 'xla' and 'conv_library' not in restored.model
+  _as_written_by_version_0(workdir)
+  saved = files.read_saved(workdir)
+  assert saved.config.compute.conv_library == 'xla' and 'conv_library' not in saved.config.model
+  assert [r.name for r in saved.regions] == ['WT', 'TC', 'ET']
+  checkpointer = checkpointing.Checkpointer(workdir, create=False)
+  _, _, abstract = setup_model(config, load_splits(config.data, ('train',))['train'])
+  restored = checkpointing.restore_train_state(checkpointer, checkpointer.latest_step(), abstract,
+                                               parallel.replicated(parallel.make_mesh()))
+  assert restored['schedule'] == schedule_segments(saved.config.train)
+  assert restored['seconds_used'] == 0.0
   summary = eval_workdir.evaluate_workdir(workdir, EvalOptions(output_dir=str(tmp_path)))
   assert np.isclose(summary['dice'], train_summary['dice'], atol=1e-3)
-  files.check_same_model(workdir, config)  # not refused as another model
+  assert 'read as compute.*' in capsys.readouterr().out
   config = config.copy_and_resolve_references()
   config.train.num_steps = 8
   train_and_evaluate(config, workdir)
   assert checkpointing.Checkpointer(workdir, create=False).latest_step() == 8
-  assert 'compute' in json.loads(open(os.path.join(workdir, files.CONFIG_FILE)).read())
+  with open(os.path.join(workdir, files.CONFIG_FILE)) as f:
+    rewritten = json.load(f)
+  assert rewritten[workdir_format.KEY] == workdir_format.VERSION and 'compute' in rewritten
+  assert files.read_saved(workdir).notes == ()
 
 
 def test_config_of_an_older_run_gets_new_keys_from_the_defaults(tmp_path, tiny_lstm_config):
@@ -133,11 +150,9 @@ def test_config_of_an_older_run_gets_new_keys_from_the_defaults(tmp_path, tiny_l
   del saved['eval']['mirror_axes']  # a run saved before this key existed
   saved['train']['num_steps'] = 123
   (tmp_path / files.CONFIG_FILE).write_text(json.dumps(saved))
-  from configs import lstm_unet
-  config = files.read_config(str(tmp_path), lstm_unet.get_config(None))
+  config = files.read_config(str(tmp_path))
   assert tuple(config.eval.mirror_axes) == ()
   assert config.train.num_steps == 123 and tuple(config.model.features) == (8, 16)
-  assert files.saved_model_name(str(tmp_path)) == 'lstm_unet'
 
 
 def test_microbatches_accumulate_the_same_gradient(tiny_unet_config):
