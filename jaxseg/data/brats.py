@@ -33,7 +33,7 @@ import re
 
 from jaxseg.data import layouts
 from jaxseg.data.layouts import Layout
-from jaxseg.errors import DataError  # noqa: F401  (brats.DataError, as before)
+from jaxseg.errors import DataError
 
 CHANNELS = ('t1', 't1ce', 't2', 'flair')
 NIFTI_SUFFIXES = ('.nii.gz', '.nii')
