@@ -103,7 +103,14 @@ def fill_from_defaults(saved: dict) -> str | None:
   module = registry.config_module(saved['config'].get('model', {}).get('name'))
   if module is None:  # not a model this jaxseg knows: refused where the model is built
     return None
-  defaults = json.loads(importlib.import_module(module).get_config(None).to_json())
+  try:
+    defaults = json.loads(importlib.import_module(module).get_config(None).to_json())
+  except ModuleNotFoundError as error:
+    if error.name != module.split('.')[0]:
+      raise
+    # configs/ is beside train.py and eval.py, not installed: a library caller elsewhere
+    # reads the saved keys alone.
+    return None
   added = []
   saved['config'] = _merged(defaults, saved['config'], '', added)
   return f'keys it lacks from {module}: {", ".join(added)}' if added else None

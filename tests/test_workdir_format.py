@@ -11,6 +11,7 @@ from jaxseg import workdir_format
 from jaxseg.data import layouts
 from jaxseg.data.regions import Region
 from jaxseg.errors import WorkdirError
+from jaxseg.models import registry
 
 ONE_REGION = (Region('tumour', (1,)),)
 
@@ -70,6 +71,14 @@ def test_version_0_gets_every_step_and_the_current_version_none(tiny_unet_config
   assert migrated['config']['model']['conv_library'] == 'xla'
   assert workdir_format.KEY not in migrated['config']
   assert migrated['regions'] == ONE_REGION and notes == ['keys it lacks from configs.unet: compute']
+
+
+def test_without_the_config_files_the_saved_keys_are_read_alone(monkeypatch):
+  """A library caller whose path lacks configs/ (it is not installed) reads what was saved."""
+  monkeypatch.setattr(registry, 'config_module', lambda name: 'no_configs_here.unet')
+  saved = _saved({'model': {'name': 'unet'}})
+  assert workdir_format.fill_from_defaults(saved) is None
+  assert saved['config'] == {'model': {'name': 'unet'}}
 
 
 @pytest.mark.parametrize('version', [workdir_format.VERSION + 1, 'one', True, -1])
