@@ -10,9 +10,9 @@ is symbolic, so any batch size runs.
 
 jax2onnx converts the function to ONNX. It runs flax's code under its own patches of
 jax.numpy, which break flax's nn.scan, so it is handed the traced program (a jaxpr of
-lax primitives) to replay instead of the model; and as it has no 3D convolutions, 3D
-models are exported with the depth-folded convolution (2D convolutions, the same
-function: backend/xla.py).
+lax primitives) to replay instead of the model, flat (jaxpr_replay.py: the feedback
+loop unrolled); and as it has no 3D convolutions, 3D models are exported with the
+depth-folded convolution (2D convolutions, the same function: backend/xla.py).
 """
 
 import dataclasses
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxseg import checkpointing, parallel, sliding_window, workdir as files
+from jaxseg import checkpointing, jaxpr_replay, parallel, sliding_window, workdir as files
 from jaxseg.data import brats, layouts, synthetic
 from jaxseg.data.regions import Region
 from jaxseg.errors import CheckpointError, ConfigError, WorkdirError
@@ -165,9 +165,9 @@ def export_onnx(fn, spec, path: str) -> None:
   for name in ('jax2onnx', 'onnx_ir'):  # per-node notes of the conversion
     logging.getLogger(name).setLevel(logging.ERROR)
 
-  def replay(images):
-    return tuple(jax.core.eval_jaxpr(closed.jaxpr, closed.consts, images))
-  proto = jax2onnx.to_onnx(replay, [spec], model_name='jaxseg', input_names=[INPUT_NAME],
+  def flat(images):
+    return tuple(jaxpr_replay.replay(closed.jaxpr, closed.consts, images))
+  proto = jax2onnx.to_onnx(flat, [spec], model_name='jaxseg', input_names=[INPUT_NAME],
                            output_names=list(OUTPUT_NAMES))
   onnx.save_model(proto, path)
 
