@@ -105,7 +105,13 @@ def setup_model(config: ml_collections.ConfigDict, data: SegmentationData):
   `init_state()` builds the initial state; `abstract_state` is its shapes and dtypes.
   """
   model = build_model(config.model, len(data.regions), config.compute)
-  input_shape = (1, *config.data.image_size, len(data.channels))
+  return (model, *initial_state(config, model, len(data.channels)))
+
+
+def initial_state(config: ml_collections.ConfigDict, model, num_channels: int):
+  """(init_state, abstract train state) of `model` built from this config, for images
+  of `num_channels` channels."""
+  input_shape = (1, *config.data.image_size, num_channels)
   init_state = functools.partial(create_train_state, model, make_optimiser(config.train),
                                  input_shape, config.train.seed)
-  return model, init_state, jax.eval_shape(init_state)
+  return init_state, jax.eval_shape(init_state)

@@ -1,10 +1,12 @@
 """The training loop: `train_and_evaluate(config, workdir)`, everything with side effects
 around the pure train step (train_step.py): data, validation, logs, checkpoints,
-progress, signals. Bad config values are refused by `check_config` before any data is
-read or any file written.
+progress, signals. What it runs is built, and bad config values refused, by
+loop_parts.build before any data is read or any file written; what it does after each
+step besides the step is loop_actions.py's.
 """
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -15,121 +17,83 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from jaxseg import (checkpointing, evaluation, inference, out_of_memory, parallel, preemption,
-                    resume, workdir as files, workdir_lock)
-from jaxseg.data import (SegmentationData, case_ids_by_split, input_pipeline, layouts,
-                         load_splits, synthetic, train_batches, train_iterator)
+from jaxseg import (checkpointing, evaluation, loop_actions, out_of_memory, parallel,
+                    preemption, resume, workdir as files, workdir_lock)
+from jaxseg.data import case_ids_by_split, load_splits, train_iterator
+from jaxseg.errors import Stopped
 from jaxseg.logs import MetricLogger
-from jaxseg.models import build_model, check_input_shape
-from jaxseg.errors import ConfigError, DataError, NonFiniteError, Stopped
-from jaxseg.train_state import (learning_rate_schedule, make_optimiser, schedule_segments,
-                                setup_model)
+from jaxseg.loop_parts import LoopParts, build, for_data, make_train_batches
 from jaxseg.time_budget import TimeBudget
-from jaxseg.train_step import make_train_step
-
-
-# config keys read by the loop below; every other section is checked where it is used.
-_LOOP_COUNTS = ('train.num_steps', 'train.log_every_steps', 'eval.every_steps',
-                'checkpoint.every_steps')
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Refuses bad values before data is read or files are written: each section is
-  checked by the code that uses it, by building it (model, train step, predictor)."""
-  for key in _LOOP_COUNTS:
-    section, name = key.split('.')
-    if config[section][name] < 1:
-      raise ConfigError(f'{key} must be at least 1, got {config[section][name]}')
-  budget = config.train.get('time_budget_minutes')
-  if budget is not None and budget <= 0:
-    raise ConfigError(f'train.time_budget_minutes must be positive, got {budget}')
-  if config.train.on_nonfinite not in ('stop', 'skip'):
-    raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
-                     f'{config.train.on_nonfinite!r}')
-  model = build_model(config.model, 1, config.compute)
-  check_input_shape(config.data.image_size, len(config.model.features), 'data.image_size')
-  make_train_step(config)  # loss, augmentation, micro-batches
-  learning_rate_schedule(config.train)
-  inference.SlidingWindowPredictor.from_config(model, config.eval, config.data.image_size,
-                                               parallel.make_mesh())
-  input_pipeline.check_config(config.data)
-  for key in ('root', 'val_root'):  # before the step is compiled; load_splits checks the rest
-    if config.data.get(key) and not os.path.isdir(os.path.expanduser(config.data[key])):
-      raise DataError(f'data.{key}: {config.data[key]} is not a directory')
+from jaxseg.train_state import make_optimiser, schedule_segments
 
 
 _STOPPED_BEFORE_TRAINING = ('SIGTERM: stopped before training started, nothing to save; '
                             'run the same command again to start')
 
 
-def make_train_batches(config: ml_collections.ConfigDict, data: SegmentationData,
-                       process_index: int = 0, process_count: int = 1):
-  """The training batches of `config` (input_pipeline.train_batches): element s is this
-  process's part of step s's global batch, as the loop below and the benchmarks read it."""
-  return train_batches(data, batch_size=config.train.batch_size,
-                       window_size=config.data.image_size,
-                       foreground_fraction=config.data.foreground_fraction,
-                       seed=config.train.seed, process_index=process_index,
-                       process_count=process_count)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       clock: Callable[[], float] = time.monotonic) -> dict:
+                       clock: Callable[[], float] = time.monotonic,
+                       batches: Callable = make_train_batches,
+                       evaluate: Callable = evaluation.evaluate) -> dict:
   """Trains (or resumes) in `workdir`; returns the validation summary of the best
   checkpoint. `clock` (seconds) measures train.time_budget_minutes.
 
+  The loop reads its training batches from `batches(config, train data, process index,
+  process count)` (a grain MapDataset, as make_train_batches), and scores validation
+  with `evaluate(case logits, val data, with_hd95=False)` (as evaluation.evaluate).
   The train step is compiled first, and refused if it cannot fit the device's memory,
   before any data is read; the workdir is locked for the run (workdir_lock.py).
   """
-  check_config(config)
   with preemption.StopOnSigterm(_STOPPED_BEFORE_TRAINING):
-    mesh, step_fn = parallel.make_mesh(), make_train_step(config)
-    # The data's channels and regions as the config implies them: if the data then has
-    # others, the model is set up (and its step compiled) again for them.
-    channels = tuple(config.data.modalities) if config.data.root else synthetic.CHANNELS
-    expected = SegmentationData([], [], (), (), layouts.GLIOMA_REGIONS, channels)
-    setup = setup_model(config, expected)
-    needed = out_of_memory.check_fits(step_fn, setup[2], config, mesh,
-                                      len(channels), len(expected.regions))
+    parts = build(config)
+    needed = out_of_memory.check_fits(parts.step_fn, parts.abstract_state, config, parts.mesh,
+                                      len(parts.channels), len(parts.regions))
     data = load_splits(config.data)  # bad data stops the run before the workdir is touched
     files.prepare_workdir(workdir)
-    if (data['train'].channels, data['train'].regions) != (channels, expected.regions):
-      setup = setup_model(config, data['train'])
+    parts = for_data(parts, config, data['train'])
     with (workdir_lock.held(workdir, jax.process_index(), jax.process_count()),
           out_of_memory.explained(config, needed)):
-      return _train(config, workdir, data, mesh, step_fn, setup, clock)
+      return _train(config, workdir, data, parts, clock, batches, evaluate)
 
 
-def _train(config, workdir, data, mesh, step_fn, setup, clock) -> dict:
+def _warn(line: str) -> None:
+  print(f'warning: {line}', file=sys.stderr, flush=True)
+
+
+def _start(config, workdir, checkpointer, parts: LoopParts):
+  """(train state, data stream position or None, train config, schedule segments,
+  training seconds used) where the run starts: its newest readable checkpoint, or
+  the initial state."""
+  replicated = parallel.replicated(parts.mesh)
+  restored = resume.restore_newest(checkpointer, parts.abstract_state, replicated, _warn)
+  train_config = config.train.copy_and_resolve_references()
+  if not restored:
+    state = jax.jit(parts.init_state, out_shardings=replicated)()
+    return state, None, train_config, schedule_segments(train_config), 0.0
+  state = restored['state']
+  if train_config.get('time_budget_minutes'):  # the budget, not train.num_steps, set its end
+    train_config.num_steps = restored['schedule'][-1]['num_steps']
+  segments = schedule_segments(train_config, restored['schedule'], int(state.step))
+  print(f'Resuming from step {int(state.step)} in {workdir}')
+  return (state.replace(tx=make_optimiser(train_config, segments)), restored['data_iterator'],
+          train_config, segments, restored['seconds_used'])
+
+
+def _train(config, workdir, data, parts: LoopParts, clock, batches_of, evaluate) -> dict:
   train_data, val_data = data['train'], data['val']
-  warn = lambda line: print(f'warning: {line}', file=sys.stderr, flush=True)  # noqa: E731
-  checkpointer = resume.open_for_training(workdir, warn)
+  checkpointer = resume.open_for_training(workdir, _warn)
   if checkpointer.latest_step() is not None:
     files.check_same_model(workdir, config)
   primary = jax.process_index() == 0  # files shared by all processes: written by one
   if primary:
     files.record_splits(workdir, case_ids_by_split(data))
     files.record_regions(workdir, train_data.regions)
-  model, init_state, abstract_state = setup
-  files.check_free_space(workdir, abstract_state)
-  replicated = parallel.replicated(mesh)
+  files.check_free_space(workdir, parts.abstract_state)
 
-  restored = resume.restore_newest(checkpointer, abstract_state, replicated, warn)
-  train_config = config.train.copy_and_resolve_references()
+  state, data_state, train_config, segments, seconds_used = _start(config, workdir,
+                                                                   checkpointer, parts)
   minutes = train_config.get('time_budget_minutes')
-  if restored:
-    state, data_state = restored['state'], restored['data_iterator']
-    saved_schedule = restored['schedule']
-    if minutes:  # the budget, not train.num_steps, set the schedule's end
-      train_config.num_steps = saved_schedule[-1]['num_steps']
-    schedule = schedule_segments(train_config, saved_schedule, int(state.step))
-    state = state.replace(tx=make_optimiser(train_config, schedule))
-    print(f'Resuming from step {int(state.step)} in {workdir}')
-  else:
-    state, data_state = jax.jit(init_state, out_shardings=replicated)(), None
-    schedule = schedule_segments(train_config)
-  budget = (TimeBudget(minutes, restored['seconds_used'] if restored else 0.0, clock)
-            if minutes else None)
+  budget = TimeBudget(minutes, seconds_used, clock) if minutes else None
   if primary:
     files.write_config(workdir, config)  # the config this run continues with
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -137,106 +101,47 @@ def _train(config, workdir, data, mesh, step_fn, setup, clock) -> dict:
         f'{len(val_data)} validation cases, training on {tuple(config.data.image_size)} '
         f'windows; {jax.device_count()} {jax.devices()[0].platform} device(s)')
 
-  predictor = inference.SlidingWindowPredictor.from_config(model, config.eval,
-                                                           config.data.image_size, mesh)
   batches = train_iterator(
-      make_train_batches(config, train_data, jax.process_index(), jax.process_count()),
+      batches_of(config, train_data, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
-  learning_rate = learning_rate_schedule(train_config, schedule)
   logger = MetricLogger(workdir) if primary else None
-
-  # With a time budget, train.num_steps bounds the loop; the schedule's end
-  # (train_config.num_steps) is the budget's estimate.
-  start_step, num_steps = int(state.step), config.train.num_steps
-  if budget and budget.used_up:
-    num_steps = start_step  # a rerun of a finished budget run trains nothing
-  progress = tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
+  completed = int(state.step)
+  plan = loop_actions.StepPlan(train_config, segments, budget, completed,
+                               config.train.num_steps,
+                               on_new_end=lambda end: setattr(progress, 'total', end))
+  progress = tqdm(total=plan.last_step, initial=completed, desc='train', unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
-  window_start, window_steps = time.perf_counter(), 0
-  unchecked = []  # (step, device flag 'loss and gradient finite'), checked in batches
-  completed, stop = start_step, False
-  try:
-    try:
-      with preemption.SigtermRequest() as sigterm:
-        while completed < num_steps:
-          batch = parallel.shard_batch(next(batches), mesh)
-          state, step_metrics = step_fn(state, batch)
-          completed += 1
-          window_steps += 1
-          progress.update(1)
-          unchecked.append((completed, step_metrics.pop('finite')))
-          if budget:
-            budget.tick()
-            if (end := budget.estimated_end_step(completed)) is not None:
-              # The schedule follows the budget: its cosine now ends at `end` (one
-              # recompilation of the step, for the new schedule).
-              train_config.num_steps = min(end, config.train.num_steps)
-              schedule = schedule_segments(train_config, schedule, completed)
-              state = state.replace(tx=make_optimiser(train_config, schedule))
-              learning_rate = learning_rate_schedule(train_config, schedule)
-              progress.total = train_config.num_steps
-            if budget.used_up:
-              num_steps = completed  # validate, save and end here
-
-          # Read once: a SIGTERM that arrives while this step is logged or validated is
-          # acted on (saved, then stopped) at the next step, never stopped on unsaved.
-          stop = sigterm.requested
-          save = (completed % config.checkpoint.every_steps == 0 or completed == num_steps
-                  or stop)
-          log = completed % config.train.log_every_steps == 0 or completed == num_steps
-          validate = save or completed % config.eval.every_steps == 0
-          if log or validate:  # checked before anything is logged or saved
-            bad = [s for s, finite in unchecked if not bool(finite)]
-            unchecked.clear()
-            if bad and config.train.on_nonfinite == 'stop':
-              checkpointer.close()  # pending saves complete: the last good checkpoint is kept
-              raise NonFiniteError(
-                  f'step {bad[0]}: non-finite loss or gradient; its update was not applied and '
-                  'training stopped. The last good checkpoint, step '
-                  f'{checkpointer.latest_step()}, is kept in {workdir}. Lower '
-                  'train.learning_rate or check the data; --config.train.on_nonfinite=skip '
-                  'skips such updates instead')
-            if bad:
-              progress.write(f'warning: non-finite loss or gradient at step(s) {bad}: '
-                             'update(s) skipped')
-
-          if log:
-            scalars = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
-            elapsed = time.perf_counter() - window_start
-            scalars['images_per_second'] = window_steps * config.train.batch_size / elapsed
-            scalars['learning_rate'] = float(learning_rate(completed - 1))  # of this step
-            progress.set_postfix(loss=f'{scalars["loss"]:.4f}',
-                                 img_s=f'{scalars["images_per_second"]:.1f}')
-            if logger:
-              logger.write(completed, 'train', scalars)
-            window_start, window_steps = time.perf_counter(), 0
-
-          if validate:
-            _, summary = evaluation.evaluate(predictor.predict(state.params, val_data.images),
-                                             val_data, with_hd95=False)
-            progress.write(f'step {completed}: validation {evaluation.dice_line(summary)}')
-            if logger:
-              logger.write(completed, 'val', _val_scalars(summary))
-            if save:
-              # Every process's stream is at the same position: process 0's state serves all.
-              checkpointer.save(completed, state, summary, batches.get_state(), schedule,
-                              budget.used_seconds if budget else 0.0)
-            window_start, window_steps = time.perf_counter(), 0  # validation is not training time
-          if stop:
-            break
-    except KeyboardInterrupt:
-      # No new save (it could take long): the last complete checkpoint is what resumes.
-      raise Stopped(f'interrupted (Ctrl-C) at step {completed}; '
-                    f'{_resumes_from(checkpointer, workdir)}', signal.SIGINT) from None
-  except BaseException:
-    progress.close()
-    if logger:  # the error being raised says what went wrong, not a failed close
-      with contextlib.suppress(OSError):
-        logger.close()
-    raise
-  progress.close()
-  if logger:
-    logger.close()
+  train_log = loop_actions.TrainLog(config.train.batch_size, progress, logger, completed)
+  nonfinite = loop_actions.NonFiniteCheck(config.train.on_nonfinite, checkpointer, workdir,
+                                          progress.write)
+  validate = functools.partial(_validate, parts.predictor, val_data, evaluate, progress, logger)
+  stop = False
+  with (_closed_at_exit(progress, logger),
+        _ctrl_c_stops(checkpointer, workdir, lambda: completed),
+        preemption.SigtermRequest() as sigterm):
+    while completed < plan.last_step:
+      state, metrics = parts.step_fn(state, parallel.shard_batch(next(batches), parts.mesh))
+      completed += 1
+      progress.update(1)
+      nonfinite.add(completed, metrics.pop('finite'))
+      state = plan.after_step(state, completed)
+      # Read once: a SIGTERM that arrives while this step is logged or validated is
+      # acted on (saved, then stopped) at the next step, never stopped on unsaved.
+      stop = sigterm.requested
+      now = loop_actions.due(completed, plan.last_step, config, stop)
+      if now.log or now.validate:
+        nonfinite.check()  # before anything is logged or saved
+      if now.log:
+        train_log.write(completed, metrics, float(plan.learning_rate(completed - 1)))
+      if now.validate:
+        summary = validate(completed, state.params)
+        if now.save:
+          # Every process's stream is at the same position: process 0's state serves all.
+          checkpointer.save(completed, state, summary, batches.get_state(), plan.segments,
+                            plan.seconds_used)
+        train_log.restart_window(completed)  # validation is not training time
+      if stop:
+        break
   checkpointer.close()
   if stop:
     raise Stopped(f'SIGTERM: saved the checkpoint of step {completed} in {workdir}; run the '
@@ -246,10 +151,47 @@ def _train(config, workdir, data, mesh, step_fn, setup, clock) -> dict:
   summary = checkpointer.summary(best)
   if budget:
     print(f'Time budget: {budget.used_seconds / 60:.2f} of {budget.seconds / 60:.2f} minutes '
-          f'used, {num_steps} steps')
-  print(f'Best checkpoint: step {best} of {num_steps} in {os.path.abspath(workdir)}')
+          f'used, {plan.last_step} steps')
+  print(f'Best checkpoint: step {best} of {plan.last_step} in {os.path.abspath(workdir)}')
   print(f'Final validation (best checkpoint, last iteration): {evaluation.dice_line(summary)}')
   return summary
+
+
+def _validate(predictor, val_data, evaluate, progress, logger, step: int, params) -> dict:
+  """The validation summary of `params` after `step`, printed and logged."""
+  _, summary = evaluate(predictor.predict(params, val_data.images), val_data, with_hd95=False)
+  progress.write(f'step {step}: validation {evaluation.dice_line(summary)}')
+  if logger:
+    logger.write(step, 'val', _val_scalars(summary))
+  return summary
+
+
+@contextlib.contextmanager
+def _closed_at_exit(progress, logger):
+  """Closes the progress bar and the metric logger; when an error ends the loop, a
+  failed close does not hide it (the error raised says what went wrong)."""
+  try:
+    yield
+  except BaseException:
+    progress.close()
+    if logger:
+      with contextlib.suppress(OSError):
+        logger.close()
+    raise
+  progress.close()
+  if logger:
+    logger.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(checkpointer, workdir: str, completed: Callable[[], int]):
+  """Ctrl-C as Stopped, saying where the run resumes from: no new save (it could take
+  long), the last complete checkpoint is what resumes."""
+  try:
+    yield
+  except KeyboardInterrupt:
+    raise Stopped(f'interrupted (Ctrl-C) at step {completed()}; '
+                  f'{_resumes_from(checkpointer, workdir)}', signal.SIGINT) from None
 
 
 def _val_scalars(summary: dict) -> dict[str, float]:

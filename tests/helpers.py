@@ -89,7 +89,9 @@ def assert_one_line_error(code, stderr, *words):
 
 # `python -c SLOW_SAVE FLAG train.py ...`: train.py with Orbax's final rename of the
 # checkpoint of step 8 held up, so that a signal lands while that checkpoint is being
-# saved; FLAG (a file) appears when the save is under way.
+# saved; FLAG (a file) appears when the save is under way. Orbax has no public way to
+# hold a save in flight: this patch of its internal `atomicity` module is the one
+# private Orbax or JAX path that the tests touch.
 SLOW_SAVE = '''
 import asyncio, runpy, sys
 from orbax.checkpoint.path import atomicity

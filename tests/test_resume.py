@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, SLOW_SAVE, assert_mentions, assert_one_line_error, final_state, run
-from jaxseg import checkpointing, errors, eval_workdir, training, workdir as files
+from jaxseg import checkpointing, errors, eval_workdir, evaluation, training, workdir as files
+from jaxseg.training import make_train_batches
 
 # A tiny LSTM-U-Net run with a checkpoint every 4 steps.
 OVERRIDES = ['--config.data.image_size=(32, 32)', '--config.data.num_train_cases=4',
@@ -76,26 +77,25 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
   assert checkpointing.Checkpointer(str(workdir), create=False).latest_step() == 40
 
 
-def _poison(monkeypatch, step_index):
-  """Training batches whose image is NaN at `step_index` (0-based)."""
-  original = training.train_batches
-
-  def poisoned(*args, **kwargs):
+def _poisoned_batches(step_index):
+  """train_and_evaluate's `batches`: those of train.py, the image NaN at `step_index`
+  (0-based)."""
+  def batches(*args):
     def maybe_nan(index, batch):
       if index == step_index:
         batch = {**batch, 'image': np.full_like(batch['image'], np.nan)}
       return batch
-    return original(*args, **kwargs).map_with_index(maybe_nan)
-  monkeypatch.setattr(training, 'train_batches', poisoned)
+    return make_train_batches(*args).map_with_index(maybe_nan)
+  return batches
 
 
 def test_nan_stops_the_run_naming_the_step_and_keeps_the_good_checkpoint(
-    tmp_path, monkeypatch, tiny_lstm_config):
+    tmp_path, tiny_lstm_config):
   config = tiny_lstm_config
   config.train.num_steps = 10
-  _poison(monkeypatch, 5)  # the 6th step
-  with pytest.raises(training.NonFiniteError) as error:
-    training.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(errors.NonFiniteError) as error:
+    training.train_and_evaluate(config, str(tmp_path),
+                                batches=_poisoned_batches(5))  # the 6th step
   assert_mentions(str(error.value), 'step 6', 'non-finite', 'step 4')  # bad step, kept one
   checkpointer = checkpointing.Checkpointer(str(tmp_path), create=False)
   assert checkpointer.latest_step() == 4
@@ -103,12 +103,11 @@ def test_nan_stops_the_run_naming_the_step_and_keeps_the_good_checkpoint(
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
-def test_nan_update_is_skipped_when_configured(tmp_path, monkeypatch, tiny_lstm_config, capsys):
+def test_nan_update_is_skipped_when_configured(tmp_path, tiny_lstm_config, capsys):
   config = tiny_lstm_config
   config.train.num_steps = 6
   config.train.on_nonfinite = 'skip'
-  _poison(monkeypatch, 2)
-  training.train_and_evaluate(config, str(tmp_path))
+  training.train_and_evaluate(config, str(tmp_path), batches=_poisoned_batches(2))
   captured = capsys.readouterr()
   assert_mentions(captured.out, 'non-finite', 'step(s) [3]', 'skipped')
   state, _ = final_state(tmp_path, config)
@@ -147,22 +146,20 @@ def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path, tiny_lstm
 
 
 def test_sigterm_during_a_validation_still_saves_before_stopping(
-    tmp_path, monkeypatch, tiny_lstm_config, capsys):
+    tmp_path, tiny_lstm_config):
   """A SIGTERM that lands while a step is validated (a blocking, seconds-long moment)
   must lead to a saved checkpoint, never to a stop without one."""
   config = tiny_lstm_config
   config.train.num_steps = 50
   config.checkpoint.every_steps = 100
   config.eval.every_steps = 2
-  original = training.evaluation.evaluate
 
   def evaluate_then_sigterm(*args, **kwargs):
-    result = original(*args, **kwargs)
+    result = evaluation.evaluate(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)
     return result
-  monkeypatch.setattr(training.evaluation, 'evaluate', evaluate_then_sigterm)
   with pytest.raises(errors.Stopped) as stopped:
-    training.train_and_evaluate(config, str(tmp_path))
+    training.train_and_evaluate(config, str(tmp_path), evaluate=evaluate_then_sigterm)
   assert checkpointing.Checkpointer(str(tmp_path), create=False).latest_step() == 3
   assert 'SIGTERM: saved the checkpoint of step 3' in str(stopped.value)
   assert stopped.value.exit_status == 128 + signal.SIGTERM
