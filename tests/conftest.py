@@ -31,3 +31,21 @@ def jaxseg_cache(tmp_path_factory):
   one temporary directory, never in ~/.cache; the tests share its compiled steps."""
   os.environ['JAXSEG_CACHE_DIR'] = str(tmp_path_factory.mktemp('jaxseg_cache'))
   yield os.environ['JAXSEG_CACHE_DIR']
+
+
+# The scopes that take longest, longest first (tests/test_isa_levels.py's AVX2 class runs
+# the kernel tests again in a child). pytest-xdist (setup.cfg: --dist loadscope
+# --no-loadscope-reorder) hands whole scopes to its two workers in collection order, so
+# these start first and the short ones fill the end; xdist's own order (most tests
+# first) would leave one core idle behind a long scope started last.
+LONGEST_FIRST = ('tests/test_isa_levels.py::TestAtAVX2', 'tests/test_real_data.py',
+                 'tests/test_resume.py', 'tests/test_faults.py', 'tests/test_parallel.py',
+                 'tests/test_cli.py', 'tests/test_experiments.py', 'tests/test_onednn.py',
+                 'tests/test_models.py', 'tests/test_cluster_faults.py')
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    return next((i for i, scope in enumerate(LONGEST_FIRST) if item.nodeid.startswith(scope)),
+                len(LONGEST_FIRST))
+  items.sort(key=rank)  # stable: the others keep their order

@@ -14,7 +14,7 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-from jaxseg.data import sampling
+from jaxseg.data import sampling, sources
 from jaxseg.data.dataset import SegmentationData
 from jaxseg.data.regions import region_masks
 from jaxseg.errors import ConfigError
@@ -64,6 +64,7 @@ def check_config(data_config: ml_collections.ConfigDict) -> None:
   if not 0 <= data_config.foreground_fraction <= 1:
     raise ConfigError('data.foreground_fraction must be in [0, 1], got '
                       f'{data_config.foreground_fraction}')
+  sources.check_embedded_counts(data_config)
 
 
 def train_iterator(batches: grain.MapDataset, num_workers: int, prefetch: int,

@@ -78,11 +78,22 @@ def _separate_validation(data_config, names, regions) -> dict[str, SegmentationD
   return {name: out[name] for name in names}
 
 
+def check_embedded_counts(data_config: ml_collections.ConfigDict,
+                          splits_read: Sequence[str] = ('train', 'val')) -> None:
+  """Without data.root, each split read is embedded data: it needs cases. Checked from
+  the config alone, so a run is refused before its step is compiled."""
+  if data_config.root or data_config.get('val_root'):
+    return
+  for split in splits_read:
+    num_cases = data_config[f'num_{split}_cases']
+    if num_cases < 1:
+      raise ConfigError(f'data.root is not set and data.num_{split}_cases={num_cases}: set '
+                        '--config.data.root=/path/to/data, or a number of embedded cases')
+
+
 def _synthetic(data_config, split: str, image_size) -> SegmentationData:
-  num_cases = {'train': data_config.num_train_cases, 'val': data_config.num_val_cases}[split]
-  if num_cases < 1:
-    raise ConfigError(f'data.root is not set and data.num_{split}_cases={num_cases}: set '
-                      '--config.data.root=/path/to/data, or a number of embedded cases')
+  check_embedded_counts(data_config, (split,))
+  num_cases = data_config[f'num_{split}_cases']
   images, labels, case_ids = synthetic.synthetic_split(image_size, data_config.seed, split,
                                                        num_cases)
   return SegmentationData(images, labels, tuple(case_ids), ((1.0,) * len(image_size),) * num_cases,
