@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.models import ConvLSTMCell, LSTMUNet, Ops, UNet, UNetBody, UNetSettings
+from jaxseg.models import (ConvLSTMCell, LSTMUNet, Ops, UNet, UNetBody, UNetSettings,
+                           check_input_shape)
 from jaxseg.models.backend import onednn, ops_from_config
 from jaxseg.models.backend.modules import Conv, Dense, NormAct
 from jaxseg.models.backend.xla import depth_folded_conv
@@ -41,6 +42,15 @@ def test_input_not_divisible_is_a_clear_error():
   x = jnp.ones((1, 14, 14, 4))
   with pytest.raises(ValueError, match='divisible by 4'):
     UNet(UNetSettings(features=(4, 8, 16))).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize('sizes', [(32,), (32, 32, 48, 48)])
+def test_sizes_that_are_neither_2d_nor_3d_are_a_clear_error(sizes):
+  # A tuple flag given twice (--config.data.image_size=... twice) arrives joined.
+  with pytest.raises(ValueError, match=f'data.image_size .*need 2 sizes .* got {len(sizes)}'):
+    check_input_shape(sizes, 2, 'data.image_size')
+  for valid in ((32, 32), (32, 32, 48)):
+    check_input_shape(valid, 2, 'data.image_size')
 
 
 def test_unknown_lstm_location_is_a_clear_error():

@@ -41,7 +41,10 @@ def location_level(location: str, num_levels: int) -> int:
 
 def check_input_shape(spatial: Sequence[int], num_levels: int,
                       what: str = 'input spatial shape') -> None:
-  """Each size must halve num_levels - 1 times; `what` names the sizes in the message."""
+  """2 or 3 sizes, each halving num_levels - 1 times; `what` names them in the message."""
+  if len(spatial) not in (2, 3):
+    raise ConfigError(f'{what} {tuple(spatial)}: need 2 sizes (2D) or 3 (3D), got '
+                      f'{len(spatial)}')
   factor = 2**(num_levels - 1)
   if any(s % factor for s in spatial):
     raise ConfigError(f'{what} {tuple(spatial)} must be divisible by {factor} '
