@@ -42,6 +42,7 @@ def get_common_config(variant: str | None) -> ml_collections.ConfigDict:
   config.data.preprocess_workers = config_dict.placeholder(int)  # processes; unset: all cores
   config.data.num_workers = 0       # processes reading training windows; 0: 2 threads here
   config.data.prefetch = 4          # training batches read ahead
+  config.data.prefetch_to_device = 2  # batches placed on the devices ahead (0: off)
   config.data.skip_bad_cases = False  # True: list bad cases and train without them
   # Embedded data only; 0 for the BraTS variants, which need a data.root.
   config.data.num_train_cases = {'2d': 256, '3d': 64}.get(variant, 0)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import ml_collections
 from jax.sharding import Mesh
 
-from jaxseg import inference, parallel
+from jaxseg import device_prefetch, inference, parallel
 from jaxseg.data import SegmentationData, input_pipeline, layouts, synthetic, train_batches
 from jaxseg.errors import ConfigError, DataError
 from jaxseg.models import build_model, check_input_shape
@@ -73,6 +73,7 @@ def build(config: ml_collections.ConfigDict) -> LoopParts:
   step_fn = make_train_step(config)  # loss, augmentation, micro-batches
   learning_rate_schedule(config.train)
   input_pipeline.check_config(config.data)
+  device_prefetch.check_config(config.data)
   for key in ('root', 'val_root'):  # before the step is compiled; load_splits checks the rest
     if config.data.get(key) and not os.path.isdir(os.path.expanduser(config.data[key])):
       raise DataError(f'data.{key}: {config.data[key]} is not a directory')

@@ -17,8 +17,8 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from jaxseg import (checkpointing, evaluation, loop_actions, out_of_memory, parallel,
-                    preemption, resume, workdir as files, workdir_lock)
+from jaxseg import (checkpointing, device_prefetch, evaluation, loop_actions, out_of_memory,
+                    parallel, preemption, resume, workdir as files, workdir_lock)
 from jaxseg.data import case_ids_by_split, load_splits, train_iterator
 from jaxseg.errors import Stopped
 from jaxseg.logs import MetricLogger
@@ -101,7 +101,7 @@ def _train(config, workdir, data, parts: LoopParts, clock, batches_of, evaluate)
         f'{len(val_data)} validation cases, training on {tuple(config.data.image_size)} '
         f'windows; {jax.device_count()} {jax.devices()[0].platform} device(s)')
 
-  batches = train_iterator(
+  host_batches = train_iterator(
       batches_of(config, train_data, jax.process_index(), jax.process_count()),
       config.data.num_workers if config.data.root else 0, config.data.prefetch, data_state)
   logger = MetricLogger(workdir) if primary else None
@@ -118,9 +118,12 @@ def _train(config, workdir, data, parts: LoopParts, clock, batches_of, evaluate)
   stop = False
   with (_closed_at_exit(progress, logger),
         _ctrl_c_stops(checkpointer, workdir, lambda: completed),
+        device_prefetch.DevicePrefetch(
+            host_batches, functools.partial(parallel.shard_batch, mesh=parts.mesh),
+            config.data.prefetch_to_device) as batches,
         preemption.SigtermRequest() as sigterm):
     while completed < plan.last_step:
-      state, metrics = parts.step_fn(state, parallel.shard_batch(next(batches), parts.mesh))
+      state, metrics = parts.step_fn(state, next(batches))
       completed += 1
       progress.update(1)
       nonfinite.add(completed, metrics.pop('finite'))
@@ -136,7 +139,8 @@ def _train(config, workdir, data, parts: LoopParts, clock, batches_of, evaluate)
       if now.validate:
         summary = validate(completed, state.params)
         if now.save:
-          # Every process's stream is at the same position: process 0's state serves all.
+          # The position after this step's batch, not of the batches placed ahead; every
+          # process's stream is at the same position: process 0's state serves all.
           checkpointer.save(completed, state, summary, batches.get_state(), plan.segments,
                             plan.seconds_used)
         train_log.restart_window(completed)  # validation is not training time

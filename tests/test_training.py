@@ -82,6 +82,7 @@ def test_restart_resumes_from_the_latest_checkpoint(trained_workdir, capsys):
   workdir, config, _ = trained_workdir
   config = config.copy_and_resolve_references()
   config.train.num_steps = 6
+  config.data.prefetch_to_device = 0  # speed only: a restart may change it
   train_and_evaluate(config, workdir)
   assert 'Resuming from step 4' in capsys.readouterr().out
   assert checkpointing.Checkpointer(workdir, create=False).latest_step() == 6
