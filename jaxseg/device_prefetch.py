@@ -31,7 +31,8 @@ def check_config(data_config: ml_collections.ConfigDict) -> None:
 
 
 class DevicePrefetch:
-  """Iterator over `place(batch)` of `host`'s batches, placed up to `depth` ahead.
+  """Iterator over `place(batch)` of `host`'s batches, placed ahead: `depth` wait in
+  a queue while the thread draws and places the one after them.
 
   `host` is an iterator with get_state() (a grain DatasetIterator). `close()` ends the
   thread; use the object as a context manager. An error raised by the host iterator
