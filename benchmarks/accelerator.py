@@ -31,11 +31,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
-import peaks  # noqa: E402
+from benchmarks import peaks, timing  # noqa: E402
+from jaxseg.startup import prepare_process  # noqa: E402
 
 FULL = {'shape': [128, 128, 128], 'batch': 2, 'features': None, 'steps': 10,
         'case_shape': [240, 240, 155], 'pipeline_batches': 20,
@@ -89,7 +89,7 @@ def run_job(job_args, settings: dict, budget: float) -> tuple[list[dict], str | 
     env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} {NO_AUTOTUNE}'.strip()
   if job_args[0] in ('torch', 'pipeline'):  # JAX would take most of the GPU's memory
     env['JAX_PLATFORMS'] = 'cpu'
-  settings = {**settings, 'deadline': time.time() + budget}
+  settings = {**settings, 'deadline': timing.deadline_after(budget)}
   process = subprocess.Popen(  # its own session: a stop ends its workers too
       [sys.executable, os.path.join(HERE, 'accelerator_jobs.py'), job_args[0],
        json.dumps(settings), *job_args[1:]], stdout=subprocess.PIPE, text=True, env=env,
@@ -221,12 +221,12 @@ def main():
       or not set(kinds) <= set(JOB_KINDS)):
     parser.error('--models of unet, lstm_unet; --dtypes of float32, bfloat16; --jobs of '
                  + ', '.join(JOB_KINDS))
-  start = time.time()
-  # pylint: disable-next=import-outside-toplevel  (JAX and nibabel: not for --help)
-  import input_pipeline
-  # This process computes nothing: JAX kept off the accelerator, whose memory it would
-  # otherwise reserve and deny the measuring processes.
-  input_pipeline.jax.config.update('jax_platforms', 'cpu')
+  clock = timing.Stopwatch()
+  # This process computes nothing (no JAX here, which would reserve the accelerator's
+  # memory); the jobs inherit jaxseg's XLA flags, to which jax_memory's are added.
+  prepare_process(host_memory=False, compilation_cache=False)
+  # pylint: disable-next=import-outside-toplevel  (nibabel: not for --help)
+  from benchmarks.brats_files import write_case
   settings = {**(SMOKE if args.smoke else FULL),
               'inference_model': 'lstm_unet' if 'lstm_unet' in models else models[0]}
   done = {}
@@ -235,18 +235,18 @@ def main():
     settings['cache_dir'] = os.path.join(tmp, 'cache')
     case = ellipsoid_case(settings['case_shape'])
     for index in range(4):  # 3 train, 1 validation case for the pipeline's split
-      input_pipeline.write_case(settings['data_root'], index, *case, suffix='.nii')
+      write_case(settings['data_root'], index, *case, suffix='.nii')
     for key, job_args in planned_jobs(models, dtypes, kinds):
       budget = (SMOKE_BUDGET if args.smoke else BUDGETS[key]) * args.budget_scale
       if job_args[0] == 'torch' and _version('torch') == 'not installed':
         done[key] = ([], 'PyTorch not installed')
         continue
       done[key] = run_job(job_args, settings, budget)
-      print(f'{key}: {len(done[key][0])} results, {time.time() - start:.0f} s so far'
+      print(f'{key}: {len(done[key][0])} results, {clock.seconds():.0f} s so far'
             + (f'; {done[key][1]}' if done[key][1] else ''), file=sys.stderr, flush=True)
   devices = sorted({r['device'] for results, _ in done.values() for r in results if 'device' in r})
   lines = [f'- Command: `python benchmarks/accelerator.py {" ".join(sys.argv[1:])}`, '
-           f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {time.time() - start:.0f} s.',
+           f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {clock.seconds():.0f} s.',
            f'- Devices: {", ".join(devices) or "none reported"}; host {platform.machine()}, '
            f'{os.cpu_count()} cores. Python {platform.python_version()}, jax {_version("jax")}, '
            f'jaxlib {_version("jaxlib")}, torch {_version("torch")}.',

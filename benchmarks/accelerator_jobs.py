@@ -10,7 +10,7 @@ stopped at its budget still reports what it finished. Jobs (ARGS from SETTINGS_J
                device's peak memory (a process of its own, so the peak is this step's)
   jax_memory   XLA's memory estimate of the same step with model.remat_levels and
                train.microbatches, compiled only
-  torch        the PyTorch reference (benchmarks/torch_models.py) under AMP (bfloat16
+  torch        the PyTorch reference (benchmarks/torch_reference/) under AMP (bfloat16
                autocast), eager in both memory formats, then through torch.compile
   inference    one whole case through jaxseg.inference, without and with mirroring TTA
   pipeline     training patches per second that the host delivers, os.cpu_count() workers
@@ -19,11 +19,8 @@ stopped at its budget still reports what it finished. Jobs (ARGS from SETTINGS_J
 import json
 import os
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxseg.startup import prepare_process  # noqa: E402
 
@@ -32,7 +29,7 @@ prepare_process(host_memory=False, compilation_cache=False)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import cases  # noqa: E402
+from benchmarks import cases, jax_model, timing  # noqa: E402
 from jaxseg import inference, parallel  # noqa: E402
 from jaxseg.data import SegmentationData, load_splits  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
@@ -55,11 +52,9 @@ def config_of(settings: dict, model: str, dtype: str = 'float32'):
 
 
 def _state_and_batch(config):
-  data = SegmentationData([], [], (), (), BRATS_2023_REGIONS, tuple(config.data.modalities))
-  model, init_state, _ = setup_model(config, data)
+  model, state = jax_model.model_and_state(config)
   image, target = cases.make_inputs(config)
-  return model, jax.jit(init_state)(), {'image': jax.device_put(image),
-                                        'target': jax.device_put(target)}
+  return model, state, {'image': jax.device_put(image), 'target': jax.device_put(target)}
 
 
 def _xla_estimate_gib(compiled) -> float | None:
@@ -71,9 +66,7 @@ def jax_train(settings: dict, model: str, dtype: str) -> None:
   config = config_of(settings, model, dtype)
   _, state, batch = _state_and_batch(config)
   lowered = make_train_step(config).lower(state, batch)
-  start = time.perf_counter()
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - start
+  compile_s, compiled = timing.once(lowered.compile)
   # The model's FLOPs, before XLA's rematerialisation or fusion: what MFU counts (the
   # compiled program's where a jax version cannot analyse the traced one).
   try:
@@ -81,18 +74,13 @@ def jax_train(settings: dict, model: str, dtype: str) -> None:
   except Exception:  # pylint: disable=broad-except
     cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  times = []
-  deadline = settings['deadline'] - 2
 
   def step():
     nonlocal state
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
-  step()  # warm-up
-  while len(times) < settings['steps'] and (len(times) < 2 or time.time() < deadline):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
+  times = timing.repeat(step, settings['steps'], warmups=1,
+                        deadline=settings['deadline'] - 2).seconds
   device = jax.devices()[0]
   stats = device.memory_stats() or {}
   emit(model=model, dtype=dtype, device=device.device_kind, compile_s=compile_s,
@@ -116,8 +104,11 @@ def jax_memory(settings: dict, model: str) -> None:
 
 
 def torch_reference(settings: dict, model: str) -> None:
-  import compare_torch  # pylint: disable=import-outside-toplevel  (PyTorch: this job only)
-  torch_module = compare_torch.torch
+  # pylint: disable=import-outside-toplevel  (PyTorch: this job only)
+  import torch as torch_module
+
+  from benchmarks.torch_reference.steps import make_torch_steps
+  # pylint: enable=import-outside-toplevel
   torch_module.backends.cudnn.benchmark = True  # as nnU-Net trains: fastest algorithms
   config = config_of(settings, model, 'bfloat16')  # AMP: bfloat16 autocast
   image, target = cases.make_inputs(config)
@@ -128,9 +119,9 @@ def torch_reference(settings: dict, model: str) -> None:
     cuda = torch_module.cuda.is_available()
     if cuda:
       torch_module.cuda.reset_peak_memory_stats()
-    _, train, _, device = compare_torch.make_torch_steps(config, image, target, compile_model,
-                                                         channels_last)
-    first_s, step_s = cases.time_steps(train, settings['steps'])
+    _, train, _, device = make_torch_steps(config, image, target, compile_model,
+                                           channels_last)
+    first_s, step_s = timing.first_and_median(train, settings['steps'])
     if not compile_model:
       best[channels_last] = step_s
     emit(model=model, label=label, channels_last=channels_last, first_s=first_s,
@@ -164,12 +155,12 @@ def inference_job(settings: dict) -> None:
 
 def pipeline(settings: dict) -> None:
   from absl import flags  # pylint: disable=import-outside-toplevel
-  import input_pipeline  # pylint: disable=import-outside-toplevel  (grain, nibabel)
+  from benchmarks import training_stream  # pylint: disable=import-outside-toplevel  (grain)
   flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
   workers = os.cpu_count()
-  config = input_pipeline.config_for(settings['data_root'], settings['cache_dir'],
-                                     settings['shape'], settings['batch'], workers)
-  rate = input_pipeline.host_throughput(config, settings['pipeline_batches'])
+  config = training_stream.config_for(settings['data_root'], settings['cache_dir'],
+                                      settings['shape'], settings['batch'], workers)
+  rate = training_stream.host_throughput(config, settings['pipeline_batches'])
   emit(workers=workers, batches_s=rate, patches_s=rate * settings['batch'])
 
 

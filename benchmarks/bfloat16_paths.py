@@ -4,7 +4,7 @@
 
 oneDNN computes bfloat16 convolutions only with AVX-512 BF16 or AMX units; the cap makes
 an AVX-512 machine take the path of an AVX2 one. Times the real train step (train.py's,
-as `benchmarks/train_step.py --one` measures it, each in its own process) of the '2d'
+as `benchmarks/train_step_speed.py --one` measures it, each in its own process) of the '2d'
 and '3d' U-Net and LSTM-U-Net in bfloat16 with oneDNN's float32 convolutions between
 conversions (jaxseg's default there) and with XLA's convolutions, and in float32 with
 oneDNN for scale, one after the other. Prints a Markdown table for BENCHMARKS.md.
@@ -27,7 +27,7 @@ MODELS = ('unet:2d', 'lstm_unet:2d', 'unet:3d', 'lstm_unet:3d')
 
 
 def step_result(config: str, overrides: dict, steps: int) -> dict:
-  out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'train_step.py'),
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'train_step_speed.py'),
                         '--one', config, json.dumps(overrides), str(steps)],
                        cwd=ROOT, capture_output=True, text=True, check=True).stdout
   return json.loads(out.strip().splitlines()[-1])

@@ -10,17 +10,15 @@ metrics of four regions with HD95 (evaluation.evaluate), the prediction and the
 probabilities written (predictions.py), and the organisers' lesion-wise metrics of the
 written file (challenge_metrics.LesionWiseScorer, config 'gli'). The prediction is the
 truth shifted by two voxels, with one lesion missed and a few false-positive specks, so
-that matching has work to do. Prediction itself is benchmarks/inference.py's.
+that matching has work to do. Prediction itself is benchmarks/inference_speed.py's.
 Prints the median of --repeats runs per stage, in seconds.
 """
 
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from importlib import metadata
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,6 +27,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage, special  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from jaxseg import challenge_metrics, evaluation, postprocess, predictions  # noqa: E402
 from jaxseg.data import SegmentationData, layouts  # noqa: E402
 from jaxseg.data.regions import labels_from_regions, region_masks  # noqa: E402
@@ -58,13 +57,10 @@ def make_case(seed: int = 0):
   return truth, logits[None], regions
 
 
-def timed(function, repeats: int) -> tuple[float, object]:
-  times, result = [], None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    result = function()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), result
+def median_and_result(function, repeats: int) -> tuple[float, object]:
+  """(median seconds, the last result) of `repeats` calls of function()."""
+  timings = timing.repeat(function, repeats)
+  return timings.median, timings.result
 
 
 def main():
@@ -85,28 +81,29 @@ def main():
     nib.save(nib.Nifti1Image(truth, np.eye(4)), reference)
     meta = {'images': [reference], 'original_shape': SHAPE, 'crop_start': (0, 0, 0),
             'crop_stop': SHAPE, 'label_mapping': [[v, v] for v in range(5)]}
-    stages['label map from logits'], labels = timed(
+    stages['label map from logits'], labels = median_and_result(
         lambda: labels_from_regions(logits[0] > 0, regions), args.repeats)
-    stages['small-component removal (challenge thresholds)'], _ = timed(
+    stages['small-component removal (challenge thresholds)'], _ = median_and_result(
         lambda: postprocess.remove_small_components(region_masks(labels, regions), regions,
                                                     min_volumes, (1.0, 1.0, 1.0)), args.repeats)
-    stages['voxel-wise metrics, 4 regions with HD95 (evaluate)'], _ = timed(
+    stages['voxel-wise metrics, 4 regions with HD95 (evaluate)'], _ = median_and_result(
         lambda: evaluation.evaluate(iter([(0, logits)]), data), args.repeats)
     path = os.path.join(tmp, 'predictions', f'{CASE_ID}.nii.gz')
-    stages['prediction written (NIfTI, uint8)'], _ = timed(
+    stages['prediction written (NIfTI, uint8)'], _ = median_and_result(
         lambda: predictions.write_nifti(path, predictions.original_labels(labels, meta), meta),
         args.repeats)
-    stages['probabilities written (float16 .npz)'], _ = timed(
+    stages['probabilities written (float16 .npz)'], _ = median_and_result(
         lambda: predictions.write_probabilities(
             os.path.join(tmp, 'probabilities', f'{CASE_ID}.npz'),
             predictions.original_probabilities(special.expit(logits[0]), meta),
             [r.name for r in regions]), args.repeats)
-    stages["lesion-wise metrics, brats-evaluation 'gli'"], rows = timed(
+    stages["lesion-wise metrics, brats-evaluation 'gli'"], rows = median_and_result(
         lambda: scorer.score(CASE_ID, path, reference), args.repeats)
   versions = ', '.join(f'{name} {metadata.version(name)}'
                        for name in ('numpy', 'scipy', 'brats-evaluation', 'panoptica'))
-  print(f'One case {SHAPE}, median of {args.repeats}; {platform.processor() or platform.machine()}, '
-        f'{os.cpu_count()} cores, Python {platform.python_version()}, {versions}')
+  print(f'One case {SHAPE}, median of {args.repeats}; '
+        f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+        f'Python {platform.python_version()}, {versions}')
   print('| stage | seconds |\n| --- | ---: |')
   for name, seconds in stages.items():
     print(f'| {name} | {seconds:.2f} |')

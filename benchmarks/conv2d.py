@@ -19,13 +19,19 @@ import sys
 
 from absl import app, flags
 
-import unet_passes  # (benchmarks/) sets jaxseg's XLA flags before JAX starts
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.startup import prepare_process  # noqa: E402
+
+prepare_process(host_memory=False, compilation_cache=False)  # before JAX starts
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import unet_passes  # noqa: E402
+from benchmarks.unet_passes import median_ms  # noqa: E402
 from jaxseg.models.backend import onednn  # noqa: E402
-from unet_passes import median_ms  # noqa: E402
 
 _IN_CHANNELS = flags.DEFINE_integer('in_channels', 4, 'Input channels (modalities).')
 _CHANNELS_FIRST = flags.DEFINE_bool('channels_first', False,
@@ -50,9 +56,12 @@ def unet_conv_shapes(features, size, in_channels):
 def onednn_passes(x, kernel, dy):
   """Forward, data gradient and weight gradient as jaxseg's custom calls."""
   y_shape = x.shape[:-1] + kernel.shape[-1:]
-  forward = jax.jit(lambda x, k: onednn._call('forward', y_shape, x.dtype, x, k))  # pylint: disable=protected-access
-  data = jax.jit(lambda dy, k: onednn._call('backward_data', x.shape, x.dtype, dy, k))  # pylint: disable=protected-access
-  weight = jax.jit(lambda x, dy: onednn._call('backward_weights', kernel.shape, kernel.dtype, x, dy))  # pylint: disable=protected-access
+  # pylint: disable=protected-access  (the custom calls themselves, one pass each)
+  forward = jax.jit(lambda x, k: onednn._call('forward', y_shape, x.dtype, x, k))
+  data = jax.jit(lambda dy, k: onednn._call('backward_data', x.shape, x.dtype, dy, k))
+  weight = jax.jit(lambda x, dy: onednn._call('backward_weights', kernel.shape, kernel.dtype,
+                                              x, dy))
+  # pylint: enable=protected-access
   times = (median_ms(lambda: forward(x, kernel).block_until_ready()),
            median_ms(lambda: data(dy, kernel).block_until_ready()),
            median_ms(lambda: weight(x, dy).block_until_ready()))

@@ -27,10 +27,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxseg.models.backend import onednn  # noqa: E402
-import report  # noqa: E402  (benchmarks/)
+from benchmarks import timing  # noqa: E402
 from jaxseg.models.backend.xla import conv as _conv, depth_folded_conv  # noqa: E402
 
-median_ms = functools.partial(report.median_ms, repeats=5, warmups=1)
+median_ms = functools.partial(timing.median_ms, repeats=5, warmups=1)
 
 # Encoder, bottleneck and decoder convs of the U-Net with features (8, 16, 32, 64) on
 # 2 x 64^3 patches (configs/unet.py:3d at the benchmark's 64^3).

@@ -19,14 +19,19 @@ import sys
 
 from absl import app
 
-import unet_passes  # (benchmarks/) sets jaxseg's XLA flags before JAX starts
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.startup import prepare_process  # noqa: E402
+
+prepare_process(host_memory=False, compilation_cache=False)  # before JAX starts
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import report, unet_passes  # noqa: E402
+from benchmarks.unet_passes import median_ms  # noqa: E402
 from jaxseg.models.backend import fused_norm  # noqa: E402
-import report  # noqa: E402  (benchmarks/)
-from unet_passes import median_ms  # noqa: E402
 
 
 GROUPS = 8

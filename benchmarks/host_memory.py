@@ -1,7 +1,7 @@
 """What glibc's handling of host memory costs the CPU train step: page faults, kernel
 time, step time and peak memory, per allocator setting.
 
-  python benchmarks/host_memory.py                    # 2D LSTM-U-Net, BraTS-like U-Net, 3D LSTM-U-Net 64^3
+  python benchmarks/host_memory.py             # 2D LSTM-U-Net, BraTS-like U-Net, 3D 64^3
   python benchmarks/host_memory.py --cases=6 --steps=3 --warmup=2   # 3D LSTM-U-Net 128^3
   python benchmarks/host_memory.py --framework=pytorch   # the PyTorch reference, channels-last
 
@@ -11,7 +11,7 @@ of its own, the settings interleaved in every round):
   huge pages         jaxseg's default (startup.restart_with_huge_pages): 2 MiB pages;
   kept memory        JAXSEG_KEEP_HOST_MEMORY=1 JAXSEG_HUGE_PAGES=0: freed memory reused;
   kept memory + huge pages   JAXSEG_KEEP_HOST_MEMORY=1 alone (huge pages stay on): both.
-Case numbers are benchmarks/compare_torch.py's (its CASES, then LARGE_CASES). Per step:
+Case numbers are benchmarks/compare_torch.py's (benchmarks/cases.py's ALL_CASES). Per step:
 median wall time, and the mean minor page faults and kernel (sys) CPU seconds; peak RSS
 is the process's over compilation and all steps.
 """
@@ -27,7 +27,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxseg.xla_flags import allocator_environment  # noqa: E402  (imports nothing heavy)
+from benchmarks import cases, timing  # noqa: E402  (import nothing heavy)
+from jaxseg.xla_flags import allocator_environment  # noqa: E402
 
 SETTINGS = {
     'glibc defaults': {'huge_pages': False, 'keep_memory': False},
@@ -38,18 +39,22 @@ SETTINGS = {
 
 
 def measure(case: int, framework: str, warmup: int, steps: int) -> dict:
-  """Runs in the measuring process: compare_torch's import applies the settings."""
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import compare_torch  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from jaxseg.train_step import make_train_step  # pylint: disable=import-outside-toplevel
-  label, name, variant, shape, batch = (compare_torch.CASES + compare_torch.LARGE_CASES)[case]
-  config = compare_torch.make_config(name, variant, shape, batch,
-                                     compare_torch.CASE_FEATURES.get(label))
-  image, target = compare_torch.make_inputs(config)
+  """Runs in the measuring process: prepare_process applies the settings, as in
+  compare_torch.py's measuring processes."""
+  cases.prepare_process()
+  # pylint: disable=import-outside-toplevel  (JAX and PyTorch after the settings)
+  import jax
+  import jax.numpy as jnp
+  import torch
+
+  from benchmarks import jax_model
+  from benchmarks.torch_reference.steps import make_torch_steps
+  from jaxseg.train_step import make_train_step
+  # pylint: enable=import-outside-toplevel
+  label, config = cases.case_config(case)
+  image, target = cases.make_inputs(config)
   if framework == 'jax':
-    _, state = compare_torch.jax_setup(config)
+    _, state = jax_model.model_and_state(config)
     step = make_train_step(config)
     inputs = {'image': jnp.asarray(image), 'target': jnp.asarray(target)}
 
@@ -58,18 +63,14 @@ def measure(case: int, framework: str, warmup: int, steps: int) -> dict:
       state, metrics = step(state, inputs)
       jax.block_until_ready(metrics)
   else:
-    compare_torch.torch.set_num_threads(os.cpu_count())
-    _, train, _, _ = compare_torch.make_torch_steps(config, image, target,
-                                                    channels_last=True)
+    torch.set_num_threads(os.cpu_count())
+    _, train, _, _ = make_torch_steps(config, image, target, channels_last=True)
   for _ in range(warmup):
     train()
-  before, times = resource.getrusage(resource.RUSAGE_SELF), []
-  for _ in range(steps):
-    start = time.perf_counter()
-    train()
-    times.append(time.perf_counter() - start)
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  step_s = timing.repeat(train, steps).median
   after = resource.getrusage(resource.RUSAGE_SELF)
-  return {'label': label, 'step_s': statistics.median(times),
+  return {'label': label, 'step_s': step_s,
           'faults': (after.ru_minflt - before.ru_minflt) / steps,
           'sys_s': (after.ru_stime - before.ru_stime) / steps,
           'peak_rss_gib': after.ru_maxrss / 2**20,

@@ -22,7 +22,6 @@ import argparse
 import importlib
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,6 +32,7 @@ prepare_process(host_memory=False, compilation_cache=False)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
 from jaxseg.models import backend  # noqa: E402
@@ -167,10 +167,9 @@ def main():
                                                 args.first_fit):
           config = row_config(name, variant, remat, microbatches, dtype, ops)
           batch_size = args.batch_size or config.train.batch_size
-          start = time.perf_counter()
-          sizes = analyse(config, batch_size, device)
+          seconds, sizes = timing.once(lambda: analyse(config, batch_size, device))
           print(f'{config_name} {where} {dtype} {remat}:{microbatches}: compiled in '
-                f'{time.perf_counter() - start:.0f} s', file=sys.stderr, flush=True)
+                f'{seconds:.0f} s', file=sys.stderr, flush=True)
           head = (f'| {config_name} {tuple(config.data.image_size)} | {batch_size} | {dtype} | '
                   f'{where} | {remat} | {microbatches} |')
           if 'refused' in sizes:

@@ -17,20 +17,27 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests'), os.path.dirname(os.path.abspath(__file__))]
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
+from jaxseg.startup import prepare_process  # noqa: E402
+
+# jaxseg's XLA flags for the workdir made here, and for the timed commands through the
+# environment they inherit (they add the same flags themselves).
+prepare_process(host_memory=False, compilation_cache=False)
+
+from benchmarks import timing  # noqa: E402
+from benchmarks.brats_files import write_case  # noqa: E402
 from export_fixtures import make_workdir  # noqa: E402
-from input_pipeline import write_case  # noqa: E402
 from jaxseg.data.synthetic import synthetic_case  # noqa: E402
 
 
 def timed(*command) -> float:
-  start = time.perf_counter()
-  subprocess.run([sys.executable, *command], cwd=ROOT, check=True, capture_output=True)
-  return time.perf_counter() - start
+  """Wall seconds of a Python command run from the repository root, start-up included."""
+  seconds, _ = timing.once(lambda: subprocess.run([sys.executable, *command], cwd=ROOT,
+                                                  check=True, capture_output=True))
+  return seconds
 
 
 def main():
@@ -56,9 +63,7 @@ def main():
                                    os.path.join(scratch, 'onnx.nii.gz'))}
     from jaxseg.onnx_predict import OnnxPredictor  # pylint: disable=import-outside-toplevel
     predictor = OnnxPredictor(model)
-    start = time.perf_counter()
-    predictor.predict_case(os.path.join(data, case_id))
-    in_process = time.perf_counter() - start
+    in_process, _ = timing.once(lambda: predictor.predict_case(os.path.join(data, case_id)))
   print(f'{args.config}, case {shape}, window {tuple(config.data.image_size)}, '
         f'overlap {config.eval.overlap}, batch {config.eval.batch_size}; export {export:.1f} s')
   for command, seconds in times.items():

@@ -27,13 +27,17 @@ import re
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import compare_torch  # noqa: E402  (sets jaxseg's XLA flags before JAX starts)
+from benchmarks import cases  # noqa: E402
+
+cases.prepare_process()  # as compare_torch.py's measuring processes
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
+from benchmarks import jax_model, timing  # noqa: E402
 from jaxseg.train_step import make_train_step  # noqa: E402
 
 STEPS = 2
@@ -76,27 +80,19 @@ def profile_torch(case: int, channels_last: bool, dtype: str) -> None:
   """The PyTorch reference's train step, split by op kind with torch.profiler; in
   channels-last memory format and under bfloat16 autocast as compare_torch.py runs it."""
   import torch  # noqa: PLC0415  (only the bench extra has it)
-  import torch_models  # noqa: PLC0415
   from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
-  label, name, variant, shape, batch_size = (compare_torch.CASES +
-                                             compare_torch.LARGE_CASES)[case]
-  config = compare_torch.make_config(name, variant, shape, batch_size,
-                                     compare_torch.CASE_FEATURES.get(label))
+  from benchmarks.torch_reference.steps import make_torch_steps  # noqa: PLC0415
+
+  label, config = cases.case_config(case)
+  shape, batch_size = tuple(config.data.image_size), config.train.batch_size
   config.model.dtype = dtype
-  image, target = compare_torch.make_inputs(config)
-  torch.manual_seed(config.train.seed)
+  image, target = cases.make_inputs(config)
   torch.set_num_threads(os.cpu_count())
-  memory_format = ({2: torch.channels_last, 3: torch.channels_last_3d}[len(shape)]
-                   if channels_last else torch.contiguous_format)
-  model = compare_torch.torch_model(config, len(shape)).to(memory_format=memory_format)
-  autocast = torch.bfloat16 if dtype == 'bfloat16' else None
-  optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
-                                weight_decay=config.train.weight_decay)
-  x = compare_torch.channels_first(image).contiguous(memory_format=memory_format)
-  y = compare_torch.channels_first(target).float().contiguous(memory_format=memory_format)
-  run = lambda: torch_models.train_step(model, optimiser, x, y, config, autocast)  # noqa: E731
-  _, step_s = compare_torch.time_steps(run, 3)  # warm-up, then the plain step time
+  # On the CPU, whose threads the profiler follows, whatever else the machine has.
+  _, run, _, _ = make_torch_steps(config, image, target, channels_last=channels_last,
+                                  device='cpu')
+  _, step_s = timing.first_and_median(run, 3)  # warm-up, then the plain step time
   with profile(activities=[ProfilerActivity.CPU]) as trace:
     for _ in range(STEPS):
       run()
@@ -117,9 +113,9 @@ def profile_torch(case: int, channels_last: bool, dtype: str) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  cases = len(compare_torch.CASES + compare_torch.LARGE_CASES)
-  parser.add_argument('--case', type=int, default=0, choices=range(cases),
-                      help=f'index into compare_torch cases (0-{cases - 1})')
+  count = len(cases.ALL_CASES)
+  parser.add_argument('--case', type=int, default=0, choices=range(count),
+                      help=f'index into compare_torch cases (0-{count - 1})')
   parser.add_argument('--conv3d', default='auto')
   parser.add_argument('--conv_library', default='auto', help='auto | xla | onednn')
   parser.add_argument('--norm_kernel', default='auto', help='auto | xla | cpu')
@@ -132,16 +128,14 @@ def main():
   args = parser.parse_args()
   if args.framework == 'pytorch':
     return profile_torch(args.case, args.channels_last, args.dtype)
-  label, name, variant, shape, batch_size = (compare_torch.CASES +
-                                             compare_torch.LARGE_CASES)[args.case]
-  config = compare_torch.make_config(name, variant, shape, batch_size,
-                                     compare_torch.CASE_FEATURES.get(label))
+  label, config = cases.case_config(args.case)
+  shape, batch_size = tuple(config.data.image_size), config.train.batch_size
   config.compute.conv3d = args.conv3d
   config.compute.conv_library = args.conv_library
   config.compute.norm_kernel = args.norm_kernel
   config.model.dtype = args.dtype
-  image, target = compare_torch.make_inputs(config)
-  _, state = compare_torch.jax_setup(config)
+  image, target = cases.make_inputs(config)
+  _, state = jax_model.model_and_state(config)
   step = make_train_step(config)
   batch = {'image': jnp.asarray(image), 'target': jnp.asarray(target)}
   for _ in range(2):  # compile, warm up

@@ -1,4 +1,5 @@
-"""A benchmark's latest figures in BENCHMARKS.md, between two markers that name it.
+"""A benchmark's latest figures in BENCHMARKS.md, between two markers that name it; and
+the machine and process facts that benchmarks print beside their figures.
 
 Only the text between `<!-- NAME: begin ... -->` and `<!-- NAME: end -->` is replaced,
 so the hand-written analysis around it stays. A file without the markers gets the
@@ -8,9 +9,8 @@ guessing where the figures end and someone's prose begins).
 
 import os
 import platform
-import statistics
+import resource
 import tempfile
-import time
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -79,13 +79,6 @@ def machine() -> str:
   return f'{model}, {os.cpu_count()} cores{memory}'
 
 
-def median_ms(run, repeats: int, warmups: int = 1) -> float:
-  """Median wall time of `run()` in milliseconds, after `warmups` untimed calls."""
-  for _ in range(warmups):
-    run()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
+def peak_rss_gib() -> float:
+  """Peak resident memory of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -20,9 +20,7 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxseg.startup import prepare_process  # noqa: E402
 
@@ -31,8 +29,7 @@ prepare_process(host_memory=False, compilation_cache=False)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import cases  # noqa: E402
-import peaks  # noqa: E402
+from benchmarks import cases, peaks  # noqa: E402
 from jaxseg.data import SegmentationData  # noqa: E402
 from jaxseg.data.regions import BRATS_2023_REGIONS  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402

@@ -18,6 +18,7 @@ persistent compilation cache (as a first train.py run), then with the cache it f
 """
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -26,14 +27,20 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import compare_torch  # noqa: E402  (sets jaxseg's XLA flags before JAX starts)
+from benchmarks import cases  # noqa: E402
+
+cases.prepare_process()  # as compare_torch.py's measuring processes
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import torch_models  # noqa: E402
+from benchmarks import timing  # noqa: E402
+from benchmarks.torch_reference import models  # noqa: E402
+from benchmarks.torch_reference.flax_weights import load_flax_params  # noqa: E402
+from benchmarks.torch_reference.steps import channels_first, torch_model  # noqa: E402
 from jaxseg.data import load_splits  # noqa: E402
 from jaxseg.data.regions import region_masks  # noqa: E402
 from jaxseg.metrics import overlap_metrics  # noqa: E402
@@ -74,8 +81,8 @@ def train_jax(config, train_data, val_images, val_targets, model, state, args) -
 
 def train_torch(config, train_data, val_images, val_targets, model, state, args) -> dict:
   torch.manual_seed(config.train.seed)
-  reference = compare_torch.torch_model(config, 2)
-  compare_torch.load_flax_params(reference, jax.device_get(state.params), 2)
+  reference = torch_model(config, 2)
+  load_flax_params(reference, jax.device_get(state.params), 2)
   train_config = config.train
   # optax.adamw scales the decay by the learning rate, as torch.optim.AdamW does.
   optimiser = torch.optim.AdamW(reference.parameters(), lr=0.0,
@@ -85,18 +92,27 @@ def train_torch(config, train_data, val_images, val_targets, model, state, args)
 
   def step(s, model):
     batch = batches[s]
-    x = compare_torch.channels_first(batch['image'])
-    y = compare_torch.channels_first(batch['target']).float()
+    x = channels_first(batch['image'])
+    y = channels_first(batch['target']).float()
     for group in optimiser.param_groups:
       group['lr'] = float(rates[s])
-    torch_models.train_step(model, optimiser, x, y, config)
+    models.train_step(model, optimiser, x, y, config)
     return model
 
   def validate(model):
     with torch.inference_mode():
-      logits = model(compare_torch.channels_first(val_images))[-1].numpy()
+      logits = model(channels_first(val_images))[-1].numpy()
     return validation_dice(np.moveaxis(logits, 1, -1), val_targets)
   return _run(step, reference, validate, lambda model: None, args)
+
+
+def _train(step, wait, s, state):
+  """Step `s`, waited for with `wait` if given: JAX dispatches asynchronously, and the
+  steps before a validation must be done to be timed."""
+  state = step(s, state)
+  if wait:
+    wait(state)
+  return state
 
 
 def _run(step, state, validate, wait, args) -> dict:
@@ -104,19 +120,17 @@ def _run(step, state, validate, wait, args) -> dict:
   during training steps."""
   train_seconds, curve = 0.0, []
   for s in range(args.max_steps):
-    start = time.perf_counter()
-    state = step(s, state)
-    if (s + 1) % args.every == 0 or s + 1 == args.max_steps:
-      wait(state)  # JAX dispatches asynchronously: the steps must be done to be timed
-      train_seconds += time.perf_counter() - start
+    validating = (s + 1) % args.every == 0 or s + 1 == args.max_steps
+    seconds, state = timing.once(
+        functools.partial(_train, step, wait if validating else None, s, state))
+    train_seconds += seconds
+    if validating:
       dice = validate(state)
       curve.append((s + 1, round(train_seconds, 2), round(dice, 4)))
       print(f'step {s + 1}: {train_seconds:.1f} s of training, validation Dice {dice:.4f}',
             file=sys.stderr, flush=True)
       if dice >= args.target:
         return {'reached': True, 'steps': s + 1, 'seconds': train_seconds, 'curve': curve}
-    else:
-      train_seconds += time.perf_counter() - start
   return {'reached': False, 'steps': args.max_steps, 'seconds': train_seconds, 'curve': curve}
 
 

@@ -1,26 +1,15 @@
-"""What the per-pass CPU benchmarks share (conv2d.py, group_norm.py, upsample.py): jaxseg's
-XLA flags, set on import before JAX starts; the U-Net they take their shapes from, as
-flags; their timing; and arrays handed to PyTorch in its memory formats.
-
-Import it before jax: `import unet_passes  # noqa: E402` (benchmarks/ is on sys.path
-when a script there runs).
+"""What the per-pass CPU benchmarks share (conv2d.py, group_norm.py, upsample.py): the
+U-Net they take their shapes from, as flags; their timing; and arrays handed to PyTorch
+in its memory formats. A script imports it after jaxseg.startup.prepare_process, as
+its other modules.
 """
 
 import functools
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+import numpy as np
 
-from absl import flags  # noqa: E402
-
-from jaxseg.startup import prepare_process  # noqa: E402
-
-prepare_process(host_memory=False, compilation_cache=False)
-
-import numpy as np  # noqa: E402
-
-import report  # noqa: E402  (benchmarks/)
+from benchmarks import timing
 
 FEATURES = flags.DEFINE_list('features', ['16', '32', '64', '128'], 'U-Net widths per level.')
 BATCH = flags.DEFINE_integer('batch', 8, 'Images per batch.')
@@ -28,7 +17,7 @@ SIZE = flags.DEFINE_integer('size', 128, 'Image side at the top level.')
 DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
 
 REPEATS = 15
-median_ms = functools.partial(report.median_ms, repeats=REPEATS, warmups=2)
+median_ms = functools.partial(timing.median_ms, repeats=REPEATS, warmups=2)
 
 
 def features() -> list[int]:

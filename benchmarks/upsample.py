@@ -19,18 +19,24 @@ all agree.
 
 import functools
 import os
+import sys
 
 from absl import app
 
-import unet_passes  # (benchmarks/) sets jaxseg's XLA flags before JAX starts
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxseg.startup import prepare_process  # noqa: E402
+
+prepare_process(host_memory=False, compilation_cache=False)  # before JAX starts
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import report, unet_passes  # noqa: E402
+from benchmarks.unet_passes import median_ms  # noqa: E402
 from jaxseg.models import layers  # noqa: E402
 from jaxseg.models.backend import onednn, xla  # noqa: E402
-import report  # noqa: E402  (benchmarks/)
-from unet_passes import median_ms  # noqa: E402
 
 
 
@@ -121,7 +127,8 @@ def main(argv):
   keys = jax.random.split(jax.random.key(0), 3)
   for level in reversed(range(len(features) - 1)):
     side, c_in, c_out = unet_passes.SIZE.value >> level, features[level + 1], features[level]
-    x = jax.random.normal(keys[0], (unet_passes.BATCH.value, side // 2, side // 2, c_in)).astype(dtype)
+    x = jax.random.normal(keys[0], (unet_passes.BATCH.value, side // 2, side // 2, c_in))
+    x = x.astype(dtype)
     kernel = (0.1 * jax.random.normal(keys[1], (c_in, 4 * c_out))).astype(dtype)
     dy = jax.random.normal(keys[2], (unet_passes.BATCH.value, side, side, c_out)).astype(dtype)
     times = compare(upsample, torch, formats, libraries, x, kernel, dy, upsampling=True)

@@ -9,11 +9,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+from benchmarks import accelerator, peaks
 
-import accelerator  # noqa: E402  pylint: disable=wrong-import-position
-import peaks  # noqa: E402  pylint: disable=wrong-import-position
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _row(lines, *cells) -> list[str]:

@@ -1,16 +1,10 @@
 """benchmarks/memory.py: the rows it compiles, and a TPU target compiled with XLA's ops
 even on a host whose CPU kernels are built."""
 
-import importlib.util
-import os
 import types
 
+from benchmarks import memory
 from jaxseg.models.backend import fused_norm, onednn
-
-_SPEC = importlib.util.spec_from_file_location(
-    'memory_benchmark', os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'memory.py'))
-memory = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(memory)
 
 
 def test_a_tpu_target_is_compiled_with_xlas_ops_on_any_host(monkeypatch):

@@ -1,11 +1,11 @@
 """Time to segment one BraTS-sized case (4 x 240 x 240 x 155) with sliding windows.
 
-  python benchmarks/inference.py                          # 3D LSTM-U-Net, :brats3d config
-  python benchmarks/inference.py --config=lstm_unet:3d --batch_size=16 --tta=case
+  python benchmarks/inference_speed.py                    # 3D LSTM-U-Net, :brats3d config
+  python benchmarks/inference_speed.py --config=lstm_unet:3d --batch_size=16 --tta=case
 
 Writes one synthetic case in the BraTS 2021 layout to a temporary directory,
-preprocesses it (brain crop, z-score), and times `jaxseg.inference.SlidingWindowPredictor` on
-it: the model of the config (random parameters: the time does not depend on their
+preprocesses it (brain crop, z-score), and times `jaxseg.inference.SlidingWindowPredictor`
+on it: the model of the config (random parameters: the time does not depend on their
 values), windows of data.image_size with eval.overlap, eval.batch_size windows per
 call, without mirroring TTA; with TTA over every spatial axis (2^3 = 8 passes) either
 on the whole case (--tta=case) or timed on one batch of windows against the plain pass
@@ -19,7 +19,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,13 +29,11 @@ prepare_process(host_memory=False, compilation_cache=False)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import cases, timing  # noqa: E402
+from benchmarks.brats_files import write_cases  # noqa: E402
 from jaxseg import inference, parallel  # noqa: E402
 from jaxseg.data import load_splits  # noqa: E402
 from jaxseg.train_state import setup_model  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cases  # noqa: E402
-from input_pipeline import write_cases  # noqa: E402
 
 
 def main():
@@ -52,7 +49,8 @@ def main():
   name, _, variant = args.config.partition(':')
   config = importlib.import_module(f'configs.{name}').get_config(variant or None)
   batch_size = args.batch_size or config.eval.batch_size
-  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), '
+  device = jax.devices()[0]
+  print(f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
         f'python {platform.python_version()}, {os.cpu_count()} CPU cores')
   with tempfile.TemporaryDirectory() as tmp:
     write_cases(os.path.join(tmp, 'data'), num_cases=2, num_distinct=1)
@@ -88,9 +86,8 @@ def main():
       for axes in ((), mirror_axes):
         logits_fn = inference.make_logits_fn(model, mesh, axes)
         jax.block_until_ready(logits_fn(params, windows))  # compiles
-        start = time.perf_counter()
-        jax.block_until_ready(logits_fn(params, windows))
-        per_batch.append(time.perf_counter() - start)
+        per_batch.append(timing.once(
+            lambda: jax.block_until_ready(logits_fn(params, windows)))[0])
       ratio = per_batch[1] / per_batch[0]
       print(f'one batch of {batch_size} windows: {per_batch[0]:.2f} s plain, {per_batch[1]:.2f} s '
             f'with TTA over axes {mirror_axes} ({ratio:.2f}x); TTA on, scaled to the case: '

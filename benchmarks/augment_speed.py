@@ -1,6 +1,6 @@
 """Spatial augmentation (rotation + zoom) on the device against the host, on this machine.
 
-  python benchmarks/augment.py [--runs=5]
+  python benchmarks/augment_speed.py [--runs=5]
 
 Decides where augmentation runs: inside the jitted step (jaxseg.augment on XLA:CPU) or
 in the host input pipeline (scipy.ndimage). Both resample 4 image and 3 target channels
@@ -13,15 +13,14 @@ channel in one thread, as one data-loader worker would. Times are medians after 
 import functools
 import os
 import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxseg.startup import prepare_process  # noqa: E402
 
-prepare_process(host_memory=False, compilation_cache=False)  # before JAX starts its CPU backend
+# before JAX starts its CPU backend
+prepare_process(host_memory=False, compilation_cache=False)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from configs.common import get_common_config  # noqa: E402
 from jaxseg import augment  # noqa: E402
 
@@ -54,29 +54,17 @@ def make_batch(batch, spatial, seed=0):
   return images, targets
 
 
-def timed(fn, runs):
-  """(median wall seconds, CPU seconds per wall second: the cores used) of fn()."""
-  walls, cpus = [], []
-  for _ in range(runs):
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    walls.append(time.perf_counter() - wall)
-    cpus.append(time.process_time() - cpu)
-  return statistics.median(walls), sum(cpus) / sum(walls)
-
-
 def time_device(images, targets, runs):
-  """(compile seconds, median seconds per batch, cores used) of the jitted augment_batch."""
+  """(compile seconds, median seconds per batch, cores used) of the jitted
+  augment_batch."""
   fn = jax.jit(functools.partial(augment.augment_batch, aug=spatial_only_config()))
   images, targets = jax.device_put(images), jax.device_put(targets)
   key = jax.random.key(0)
-  start = time.perf_counter()
-  compiled = fn.lower(key, images, targets).compile()
-  compile_seconds = time.perf_counter() - start
+  compile_seconds, compiled = timing.once(fn.lower(key, images, targets).compile)
   jax.block_until_ready(compiled(key, images, targets))  # warm-up
   # The same key each run: every sample is rotated and zoomed anyway.
-  return (compile_seconds,
-          *timed(lambda: jax.block_until_ready(compiled(key, images, targets)), runs))
+  timings = timing.repeat(lambda: jax.block_until_ready(compiled(key, images, targets)), runs)
+  return compile_seconds, timings.median, timings.cores
 
 
 def host_affine(volume, matrix, target=False):
@@ -107,9 +95,11 @@ def random_matrices(batch, rank, aug, seed=0):
 
 
 def time_host(images, targets, runs):
+  """(median seconds per batch, cores used) of scipy's transform of every sample."""
   matrices = random_matrices(len(images), images.ndim - 2, spatial_only_config())
   host_spatial(images[:1], targets[:1], matrices[:1])  # warm-up
-  return timed(lambda: host_spatial(images, targets, matrices), runs)
+  timings = timing.repeat(lambda: host_spatial(images, targets, matrices), runs)
+  return timings.median, timings.cores
 
 
 def max_difference(images, targets):

@@ -1,6 +1,6 @@
 """Train-step time of the default 2D configs under the choices that matter on XLA:CPU.
 
-  python benchmarks/train_step.py [--steps=10]
+  python benchmarks/train_step_speed.py [--steps=10]
 
 Each variant runs in its own process (XLA flags are read once per process), one after
 the other in the same run, so the ratios compare like with like. Prints a Markdown
@@ -10,12 +10,14 @@ table for BENCHMARKS.md.
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import timing  # noqa: E402  (imports nothing heavy)
+
 # (label, config file, overrides, jaxseg's default XLA flags on)
 VARIANTS = [
     ('U-Net', 'unet', {}, True),
@@ -49,18 +51,15 @@ def measure(config_name: str, model_overrides: dict, steps: int) -> dict:
   state = init_state()
   step = make_train_step(config)
   batches = make_train_batches(config, data)
-  start = time.perf_counter()
-  compiled = step.lower(state, batches[0]).compile()
-  compile_seconds = time.perf_counter() - start
-  state, metrics = compiled(state, batches[0])  # warm-up
-  jax.block_until_ready(metrics)
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batches[i + 1])
+  compile_seconds, compiled = timing.once(step.lower(state, batches[0]).compile)
+  indices = iter(range(steps + 1))  # batch 0 for the warm-up, then one batch a step
+
+  def train():
+    nonlocal state
+    state, metrics = compiled(state, batches[next(indices)])
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  return {'compile_s': compile_seconds, 'step_s': statistics.median(times),
+  step_s = timing.repeat(train, steps, warmups=1).median
+  return {'compile_s': compile_seconds, 'step_s': step_s,
           'batch': config.train.batch_size, 'shape': list(config.data.image_size),
           'jax': jax.__version__}
 
@@ -98,5 +97,4 @@ def main():
 
 
 if __name__ == '__main__':
-  sys.path.insert(0, ROOT)
   main()
