@@ -17,7 +17,6 @@ alone.
 import argparse
 import functools
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ prepare_process()
 
 import jax  # noqa: E402
 
+from benchmarks import report, timing  # noqa: E402
 from configs import lstm_unet  # noqa: E402
 from jaxseg import parallel  # noqa: E402
 from jaxseg.data import load_splits, train_iterator  # noqa: E402
@@ -55,13 +55,11 @@ class SlowHost:
 
 def step_seconds(step_fn, state, batch, repeats: int = 5):
   """(median seconds of one step with its batch on the devices, the state after)."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+  def step():
+    nonlocal state
     state, metrics = step_fn(state, batch)
     float(metrics['loss'])
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), state
+  return timing.repeat(step, repeats).median, state
 
 
 def loop(step_fn, state, host, mesh, depth: int, steps: int, warmup: int, log_every: int):
@@ -73,24 +71,15 @@ def loop(step_fn, state, host, mesh, depth: int, steps: int, warmup: int, log_ev
     for step in range(1, warmup + steps + 1):
       if step == warmup + 1:
         jax.block_until_ready(state)
-        start = time.perf_counter()
-      before = time.perf_counter()
-      batch = next(batches)
-      waits.append(time.perf_counter() - before)
+        clock = timing.Stopwatch()
+      wait, batch = timing.once(lambda: next(batches))
+      waits.append(wait)
       state, metrics = step_fn(state, batch)
       if step % log_every == 0:
         float(metrics['loss'])
     jax.block_until_ready(state)
-    wall = time.perf_counter() - start
+    wall = clock.seconds()
   return statistics.mean(waits[warmup:]), wall / steps, state
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo', encoding='ascii', errors='replace') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor()
 
 
 def main():
@@ -114,7 +103,7 @@ def main():
   state, _ = step_fn(state, first)  # compiles
   seconds, state = step_seconds(step_fn, state, first)
   sleeps = [seconds, seconds / 2] if args.sleep_ms is None else [args.sleep_ms / 1e3]
-  print(f'{cpu_model()}; {jax.device_count()} {jax.devices()[0].platform} device(s); '
+  print(f'{report.cpu_model()}; {jax.device_count()} {jax.devices()[0].platform} device(s); '
         f'jax {jax.__version__}; {os.cpu_count()} cores')
   print(f'{args.variant} LSTM-U-Net, batch {config.train.batch_size} x '
         f'{tuple(config.data.image_size)}: step alone {1e3 * seconds:.0f} ms; '

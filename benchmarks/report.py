@@ -63,15 +63,19 @@ def write_section(path: str, name: str, body: str) -> None:
   os.replace(f.name, path)
 
 
+def cpu_model() -> str:
+  """The CPU's model name (Linux names it; elsewhere, what Python's platform knows)."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+  except OSError:  # not Linux
+    names = []
+  return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine() -> str:
   """The CPU model, its cores and the memory; the same words on every benchmark."""
-  model = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    model = names[0] if names else model
-  except OSError:  # not Linux
-    pass
+  model = cpu_model()
   try:
     memory = f', {os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30:.0f} GiB'
   except (ValueError, OSError, AttributeError):
