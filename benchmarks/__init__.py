@@ -1,6 +1,7 @@
 """jaxseg's benchmarks. Each script runs from the repository root as
 `python benchmarks/NAME.py` (or `python -m benchmarks.NAME`) and prints its table
-(BENCHMARKS.md records them); the modules that scripts share (timing, report, cases,
-unet_passes, jax_model, torch_reference) run nothing of their own, and no script
-imports another.
+(BENCHMARKS.md records them). The modules that scripts share run nothing of their own:
+timing (the one clock), report, cases, peaks, jax_model, unet_passes, brats_files,
+training_stream, comparison_table and torch_reference/. No script imports another, and
+none is named as a module of jaxseg.
 """
